@@ -1,0 +1,198 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Sentinel errors, usable with errors.Is. The errors the package returns wrap
+// them with the detail of what went wrong.
+var (
+	// ErrTLSRequired means the security mode requires TLS and the server did
+	// not offer it (no STARTTLS) or the upgrade failed. Nothing was sent.
+	ErrTLSRequired = errors.New("mailer: TLS required but not available")
+	// ErrAuthUnavailable means credentials were configured but no mechanism
+	// is both offered by the server and allowed by the caller.
+	ErrAuthUnavailable = errors.New("mailer: no usable authentication mechanism")
+	// ErrInsecureAuth means a mechanism that reveals the password (PLAIN,
+	// LOGIN) would have run over an unencrypted connection.
+	ErrInsecureAuth = errors.New("mailer: refusing to send a password over an unencrypted connection")
+	// ErrInvalidAddress means an e-mail address failed validation.
+	ErrInvalidAddress = errors.New("mailer: invalid address")
+	// ErrHeaderInjection means a CR, LF or NUL was found where it would
+	// let the caller's data forge header fields or SMTP commands.
+	ErrHeaderInjection = errors.New("mailer: CR, LF or NUL in a header field or address")
+	// ErrSMTPUTF8Unsupported means an address needs the SMTPUTF8 extension
+	// (a non-ASCII local part) and the server does not offer it.
+	ErrSMTPUTF8Unsupported = errors.New("mailer: server does not support SMTPUTF8")
+	// ErrMessageTooLarge means the message is larger than the SIZE the
+	// server advertised, known before anything was sent.
+	ErrMessageTooLarge = errors.New("mailer: message exceeds the server's size limit")
+	// ErrOutcomeUnknown means the connection was lost after the whole
+	// message was sent and before the server's reply: the server may have
+	// accepted it. Such a send is never retried automatically.
+	ErrOutcomeUnknown = errors.New("mailer: connection lost before the server confirmed the message")
+	// ErrClosed means the Connection was closed.
+	ErrClosed = errors.New("mailer: connection closed")
+)
+
+// EnhancedCode is an RFC 3463 enhanced status code such as 5.1.1.
+// The zero value means the server sent none.
+type EnhancedCode [3]int
+
+// String returns the code in dotted form, or "" for the zero value.
+func (c EnhancedCode) String() string {
+	if c == (EnhancedCode{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+}
+
+// SMTPError is a reply from the server that refused a command.
+type SMTPError struct {
+	// Code is the three-digit reply code.
+	Code int
+	// EnhancedCode is the RFC 3463 status code, zero if the server sent none.
+	EnhancedCode EnhancedCode
+	// Message is the reply text, lines joined by "\n".
+	Message string
+	// Command is the command that drew the reply, without its arguments
+	// ("MAIL", "RCPT", "DATA", "AUTH PLAIN", "greeting" for the banner).
+	Command string
+}
+
+// Error returns the reply in the form "mailer: MAIL: 550 5.1.1 text",
+// followed by a hint for well-known replies.
+func (e *SMTPError) Error() string {
+	var b strings.Builder
+	b.WriteString("mailer: ")
+	if e.Command != "" {
+		b.WriteString(e.Command)
+		b.WriteString(": ")
+	}
+	fmt.Fprintf(&b, "%d", e.Code)
+	if s := e.EnhancedCode.String(); s != "" {
+		b.WriteString(" ")
+		b.WriteString(s)
+	}
+	if e.Message != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Message)
+	}
+	if h := e.hint(); h != "" {
+		b.WriteString(" (")
+		b.WriteString(h)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Temporary reports whether the reply is a transient failure (4yz): the
+// same command may succeed later.
+func (e *SMTPError) Temporary() bool {
+	return e.Code >= 400 && e.Code < 500
+}
+
+// hint explains the replies whose text rarely tells the user what to do.
+func (e *SMTPError) hint() string {
+	if !strings.HasPrefix(e.Command, "AUTH") {
+		return ""
+	}
+	switch {
+	case e.EnhancedCode == EnhancedCode{5, 7, 139} || e.EnhancedCode == EnhancedCode{5, 7, 3}:
+		return "SMTP AUTH is disabled for this account or tenant"
+	case e.EnhancedCode == EnhancedCode{5, 7, 9} || e.Code == 534:
+		return "the provider requires an application-specific password or OAuth2"
+	case e.Code == 535 || e.EnhancedCode == EnhancedCode{5, 7, 8}:
+		return "wrong user name or password; some providers need an app password"
+	}
+	return ""
+}
+
+// RejectedRecipient is one recipient the server refused.
+type RejectedRecipient struct {
+	// Address is the envelope address as sent in RCPT TO.
+	Address string
+	// Err is the reason, usually an *SMTPError.
+	Err error
+}
+
+// RecipientsError reports the recipients the server refused. Unless
+// partial delivery is enabled, nothing was sent when it is returned.
+type RecipientsError struct {
+	Rejected []RejectedRecipient
+	// Sent reports whether the message went to the recipients that were
+	// accepted (partial delivery).
+	Sent bool
+}
+
+// Error lists every refused address with the server's reply.
+func (e *RecipientsError) Error() string {
+	var b strings.Builder
+	b.WriteString("mailer: ")
+	if len(e.Rejected) == 1 {
+		b.WriteString("recipient refused: ")
+	} else {
+		fmt.Fprintf(&b, "%d recipients refused: ", len(e.Rejected))
+	}
+	for i, r := range e.Rejected {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "<%s>: %s", r.Address, strings.TrimPrefix(r.Err.Error(), "mailer: "))
+	}
+	if !e.Sent {
+		b.WriteString(" (nothing sent)")
+	}
+	return b.String()
+}
+
+// Unwrap returns each recipient's error, so that errors.As finds the
+// *SMTPError of the first refusal.
+func (e *RecipientsError) Unwrap() []error {
+	errs := make([]error, len(e.Rejected))
+	for i, r := range e.Rejected {
+		errs[i] = r.Err
+	}
+	return errs
+}
+
+// replyError converts an error from go-smtp into the package's form: a
+// server reply becomes an *SMTPError naming cmd; anything else is returned
+// unchanged.
+func replyError(cmd string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &SMTPError{
+			Code:         se.Code,
+			EnhancedCode: EnhancedCode(se.EnhancedCode),
+			Message:      se.Message,
+			Command:      cmd,
+		}
+	}
+	return err
+}
+
+// timeoutError is returned when a configured timeout (not the caller's
+// context) expires. It matches context.DeadlineExceeded with errors.Is, like
+// the caller's own deadline would.
+type timeoutError struct {
+	what string
+	err  error
+}
+
+func (e *timeoutError) Error() string {
+	return "mailer: " + e.what
+}
+
+func (e *timeoutError) Unwrap() []error { return []error{context.DeadlineExceeded, e.err} }
+
+// Timeout reports true, for net.Error-style checks.
+func (e *timeoutError) Timeout() bool { return true }
