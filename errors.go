@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/emersion/go-smtp"
@@ -178,6 +179,33 @@ func replyError(cmd string, err error) error {
 		}
 	}
 	return err
+}
+
+// newReply makes an *SMTPError from a reply the package read itself,
+// taking an RFC 3463 enhanced code off the front of the text if present.
+func newReply(cmd string, code int, msg string) *SMTPError {
+	e := &SMTPError{Code: code, Message: msg, Command: cmd}
+	first, rest, ok := strings.Cut(msg, " ")
+	if !ok {
+		return e
+	}
+	var ec EnhancedCode
+	parts := strings.Split(first, ".")
+	if len(parts) != 3 {
+		return e
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return e
+		}
+		ec[i] = n
+	}
+	if ec[0] != code/100 {
+		return e
+	}
+	e.EnhancedCode, e.Message = ec, rest
+	return e
 }
 
 // timeoutError is returned when a configured timeout (not the caller's

@@ -1,0 +1,348 @@
+package mailer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Connection is a configured handle to one SMTP server, safe for use by
+// many goroutines, like database/sql's DB: it opens SMTP sessions when they
+// are needed and keeps them for the next message. Configure it once with
+// NewConnection and send many messages through it; Close it when done.
+type Connection struct {
+	cfg   *config
+	sink  *transcriptSink
+	slots chan struct{} // a token for each session allowed to be in use
+	done  chan struct{} // closed by Close
+
+	mu     sync.Mutex
+	idle   []*session
+	closed bool
+	nextID int
+	ext    map[string]string // from the most recent handshake
+	tls    *tls.ConnectionState
+}
+
+// SendResult reports what happened to one message.
+type SendResult struct {
+	// MessageID is the Message-ID header value, without angle brackets
+	// (Send only).
+	MessageID string
+	// Accepted lists the envelope recipients the server accepted.
+	Accepted []string
+	// Rejected lists the recipients the server refused; it is empty
+	// unless WithPartialDelivery is set.
+	Rejected []RejectedRecipient
+	// Response is the server's reply text after the message, which often
+	// carries its queue ID.
+	Response string
+}
+
+// NewConnection returns a Connection to server, given as "host" or
+// "host:port", configured by opts. It checks the options but does not dial:
+// an invalid option is an error here, a network problem surfaces at Connect
+// or at the first Send.
+func NewConnection(server string, opts ...Option) (*Connection, error) {
+	cfg, err := newConfig(server, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Connection{
+		cfg:   cfg,
+		sink:  newTranscriptSink(cfg),
+		slots: make(chan struct{}, cfg.maxConns),
+		done:  make(chan struct{}),
+	}, nil
+}
+
+// Connect opens a session now (dial, greeting, TLS, authentication) and
+// keeps it for the next Send, so that a wrong address, certificate or
+// password shows up at start-up. It returns the same errors Send would.
+func (c *Connection) Connect(ctx context.Context) error {
+	return c.run(ctx, func(*session) error { return nil })
+}
+
+// Send sends msg: it validates it, derives the envelope (From; To, Cc and
+// Bcc), and streams the rendered message to the server. Invalid input is an
+// error before anything is sent. A refused recipient is a
+// *RecipientsError, a refused command an *SMTPError; see the package
+// documentation for the rest.
+func (c *Connection) Send(ctx context.Context, msg *Message) (*SendResult, error) {
+	if msg == nil {
+		return nil, errors.New("mailer: Send(nil)")
+	}
+	if err := msg.Validate(); err != nil {
+		return nil, err
+	}
+	var res *SendResult
+	err := c.run(ctx, func(s *session) error {
+		p, err := msg.prepare(s.has("SMTPUTF8"))
+		if err != nil {
+			return err
+		}
+		tx := &transaction{env: p.envelope, utf8: p.utf8, body: func(w io.Writer) error {
+			_, err := p.writeTo(w)
+			return err
+		}}
+		res, err = s.send(ctx, tx, c.cfg.partialDelivery)
+		if res != nil {
+			res.MessageID = p.messageID
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// SendRaw sends the message read from r, which must be a complete RFC 5322
+// message (header, blank line, body), to the envelope's recipients. Line
+// endings are normalised to CRLF. If r fails, the connection is dropped so
+// that no truncated message is delivered. When r has a Len method (as
+// bytes.Reader and strings.Reader do) the size is checked against the
+// server's SIZE before sending.
+func (c *Connection) SendRaw(ctx context.Context, env Envelope, r io.Reader) (*SendResult, error) {
+	if err := checkEnvelope(env); err != nil {
+		return nil, err
+	}
+	tx := &transaction{env: env, utf8: !isASCII(env.From), body: func(w io.Writer) error {
+		_, err := io.Copy(w, r)
+		return err
+	}}
+	for _, to := range env.To {
+		tx.utf8 = tx.utf8 || !isASCII(to)
+	}
+	if l, ok := r.(interface{ Len() int }); ok {
+		tx.size = int64(l.Len())
+	}
+	var res *SendResult
+	err := c.run(ctx, func(s *session) error {
+		var err error
+		res, err = s.send(ctx, tx, c.cfg.partialDelivery)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkEnvelope rejects envelope addresses that cannot be sent as given.
+// The empty From is the null reverse-path of bounces and is allowed.
+func checkEnvelope(env Envelope) error {
+	if len(env.To) == 0 {
+		return fmt.Errorf("%w: no recipients", ErrInvalidAddress)
+	}
+	for i, a := range append([]string{env.From}, env.To...) {
+		if a == "" && i == 0 {
+			continue
+		}
+		if strings.ContainsAny(a, "\r\n\x00") {
+			return fmt.Errorf("%w: %q", ErrHeaderInjection, a)
+		}
+		at := strings.LastIndexByte(a, '@')
+		if at < 1 || at == len(a)-1 || strings.ContainsAny(a, " \t<>") || !utf8.ValidString(a) {
+			return fmt.Errorf("%w: %q", ErrInvalidAddress, a)
+		}
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// Noop sends NOOP on a session, opening one if needed, to check that the
+// server answers. A failure is returned as Send would return it.
+func (c *Connection) Noop(ctx context.Context) error {
+	return c.run(ctx, func(s *session) error { return s.noop(ctx) })
+}
+
+// Verify asks the server whether addr is a valid mailbox (VRFY). It returns
+// nil if the server confirms it (250 or 251); otherwise an *SMTPError whose
+// Code tells "cannot verify, will try" (252) from "no such user" (550) and
+// "VRFY disabled" (502). Many servers answer 252 to everything.
+func (c *Connection) Verify(ctx context.Context, addr string) error {
+	if strings.ContainsAny(addr, "\r\n\x00") {
+		return fmt.Errorf("%w: %q", ErrHeaderInjection, addr)
+	}
+	return c.run(ctx, func(s *session) error { return s.verify(ctx, addr) })
+}
+
+// Extensions returns the EHLO keywords the server announced in the most
+// recent session (upper case, mapped to their parameters), or nil before
+// the first session. Call Connect first to have them at start-up.
+func (c *Connection) Extensions() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.ext)
+}
+
+// HasExtension reports whether the server announced the EHLO keyword name
+// (case-insensitive) in the most recent session.
+func (c *Connection) HasExtension(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.ext[strings.ToUpper(name)]
+	return ok
+}
+
+// AuthMechanisms returns the SASL mechanisms the server offered in the most
+// recent session (after STARTTLS, if used), or nil if none.
+func (c *Connection) AuthMechanisms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Fields(strings.ToUpper(c.ext["AUTH"]))
+}
+
+// MaxMessageSize returns the message size limit the server announced with
+// SIZE; ok is false if it announced none (0 with ok means no limit).
+func (c *Connection) MaxMessageSize() (size int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.ext["SIZE"]
+	if !ok {
+		return 0, false
+	}
+	var n int64
+	if _, err := fmt.Sscan(v, &n); err != nil || n < 0 {
+		return 0, v == ""
+	}
+	return n, true
+}
+
+// TLSConnectionState returns the TLS state of the most recent session; ok
+// is false if it was not encrypted or no session was opened yet.
+func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tls == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *c.tls, true
+}
+
+// Close sends QUIT on every idle session and closes it; sessions in use are
+// closed when their command finishes. Further calls fail with ErrClosed.
+// Close is idempotent and always returns nil.
+func (c *Connection) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	idle := c.idle
+	c.idle = nil
+	c.mu.Unlock()
+	for _, s := range idle {
+		s.quit()
+	}
+	return nil
+}
+
+// run calls fn with a session. A pooled session that turns out to be dead
+// at the start of a transaction (staleError: nothing was sent) is replaced
+// by a new one and fn runs again.
+func (c *Connection) run(ctx context.Context, fn func(*session) error) error {
+	for attempt := 0; ; attempt++ {
+		s, err := c.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(s)
+		c.release(s)
+		var stale *staleError
+		if errors.As(err, &stale) {
+			if attempt < c.cfg.maxConns {
+				continue
+			}
+			return stale.err
+		}
+		return err
+	}
+}
+
+// acquire takes a session slot and returns an idle session, checked with
+// NOOP if it idled long, or a new one.
+func (c *Connection) acquire(ctx context.Context) (*session, error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("mailer: waiting for a session: %w", ctx.Err())
+	case <-c.done:
+		return nil, ErrClosed
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.slots
+		return nil, ErrClosed
+	}
+	var s *session
+	if n := len(c.idle); n > 0 {
+		s, c.idle = c.idle[n-1], c.idle[:n-1]
+	}
+	c.nextID++
+	id := c.nextID
+	c.mu.Unlock()
+	if s != nil && time.Since(s.lastUsed) > c.cfg.healthCheckAfter {
+		if err := s.noop(ctx); err != nil {
+			s.close()
+			if ctx.Err() != nil {
+				<-c.slots
+				return nil, err
+			}
+			s = nil
+		}
+	}
+	if s == nil {
+		var err error
+		if s, err = dial(ctx, c.cfg, c.sink, id); err != nil {
+			<-c.slots
+			return nil, err
+		}
+		st, ok := s.t.tlsState()
+		c.mu.Lock()
+		c.ext = s.ext
+		c.tls = nil
+		if ok {
+			c.tls = &st
+		}
+		c.mu.Unlock()
+	}
+	return s, nil
+}
+
+// release returns s to the pool, or closes it if it is dead or the
+// Connection was closed.
+func (c *Connection) release(s *session) {
+	defer func() { <-c.slots }()
+	if s.dead {
+		s.close()
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		s.quit()
+		return
+	}
+	c.idle = append(c.idle, s)
+	c.mu.Unlock()
+}

@@ -1,0 +1,480 @@
+package mailer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"golang.org/x/net/proxy"
+)
+
+// session is one SMTP connection: dialled, greeted, upgraded and
+// authenticated, then used for one transaction at a time. go-smtp's Client
+// drives the protocol; the session speaks the opening itself (greeting,
+// STARTTLS, eager handshake) because go-smtp cannot do opportunistic
+// STARTTLS, says "EHLO localhost" before STARTTLS and delays the handshake.
+type session struct {
+	cfg  *config
+	id   int
+	sink *transcriptSink
+	t    *transport
+	c    *smtp.Client
+
+	addr     string
+	greeting []byte            // the greeting reply, replayed to each go-smtp client
+	ext      map[string]string // EHLO keywords (upper case) and their parameters
+	mech     string            // the AUTH mechanism used, if any
+
+	lastUsed time.Time
+	used     bool // has carried a command after the opening
+	dead     bool // must not be used again
+}
+
+// transaction is one message to send: the envelope and a function that
+// writes the message data.
+type transaction struct {
+	env  Envelope
+	utf8 bool  // the envelope needs SMTPUTF8
+	size int64 // the message size if known, else 0
+	body func(io.Writer) error
+}
+
+// dial opens a session: connect, TLS, greeting, EHLO, STARTTLS, AUTH.
+func dial(ctx context.Context, cfg *config, sink *transcriptSink, id int) (*session, error) {
+	security := cfg.security.resolve(cfg.port)
+	s := &session{cfg: cfg, id: id, sink: sink, addr: net.JoinHostPort(cfg.host, strconv.Itoa(cfg.port))}
+	raw, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.t = newTransport(raw, newTranscript(sink, id), cfg.timeout)
+	unbind := s.t.bind(ctx)
+	defer unbind()
+	if err := s.open(ctx, security); err != nil {
+		s.t.Close()
+		return nil, err
+	}
+	s.lastUsed = time.Now()
+	attrs := []slog.Attr{slog.String("server", s.addr)}
+	if st, ok := s.t.tlsState(); ok {
+		attrs = append(attrs, slog.String("tls", tls.VersionName(st.Version)),
+			slog.String("cipher", tls.CipherSuiteName(st.CipherSuite)))
+	}
+	if s.mech != "" {
+		attrs = append(attrs, slog.String("auth", s.mech))
+	}
+	sink.event(id, "smtp session open", attrs...)
+	return s, nil
+}
+
+// connect makes the TCP connection, through the proxy if there is one.
+func (s *session) connect(ctx context.Context) (net.Conn, error) {
+	cfg := s.cfg
+	var d proxy.ContextDialer = &net.Dialer{LocalAddr: cfg.sourceAddr}
+	if cfg.dialer != nil {
+		d = cfg.dialer
+	}
+	p := cfg.proxy
+	if p == nil && cfg.proxyFromEnv {
+		var err error
+		if p, err = proxyFromEnvironment(cfg.host); err != nil {
+			return nil, err
+		}
+	}
+	if p != nil {
+		d = p.dialer(d)
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
+	defer cancel()
+	conn, err := d.DialContext(cctx, "tcp", s.addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("mailer: connecting to %s: %w", s.addr, ctx.Err())
+		}
+		if cctx.Err() != nil {
+			return nil, &timeoutError{what: fmt.Sprintf("connecting to %s: no connection within %v", s.addr, cfg.connectTimeout), err: err}
+		}
+		return nil, fmt.Errorf("mailer: connecting to %s: %w", s.addr, err)
+	}
+	return conn, nil
+}
+
+func (s *session) open(ctx context.Context, security Security) error {
+	if security == SecurityTLS {
+		if err := s.handshake(ctx, "TLS handshake"); err != nil {
+			return err
+		}
+	}
+	if err := s.readGreeting(ctx, security); err != nil {
+		return err
+	}
+	if err := s.hello(ctx); err != nil {
+		return err
+	}
+	if security == SecuritySTARTTLS || security == SecuritySTARTTLSOptional {
+		if err := s.startTLS(ctx, security == SecuritySTARTTLS); err != nil {
+			return err
+		}
+	}
+	if s.cfg.auth.enabled() {
+		_, encrypted := s.t.tlsState()
+		mech, err := s.cfg.auth.authenticate(ctx, s.c, s.authMechanisms(), encrypted)
+		if err != nil {
+			err = s.fail(ctx, "AUTH", s.cfg.timeout, err)
+			s.quit()
+			return err
+		}
+		s.mech = mech
+	}
+	return nil
+}
+
+// handshake runs the TLS handshake within the greeting timeout.
+func (s *session) handshake(ctx context.Context, what string) error {
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.greetingTimeout)
+	defer cancel()
+	_, err := s.t.startTLS(hctx, s.cfg.newTLSConfig())
+	if err == nil {
+		return nil
+	}
+	var rh tls.RecordHeaderError
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("mailer: %s with %s: %w", what, s.addr, ctx.Err())
+	case hctx.Err() != nil:
+		return &timeoutError{what: fmt.Sprintf("%s with %s: no answer within %v", what, s.addr, s.cfg.greetingTimeout), err: err}
+	case errors.As(err, &rh) && what == "TLS handshake":
+		return fmt.Errorf("mailer: %s with %s: the server answered in plain text (%q): this port expects SMTP before TLS; use SecuritySTARTTLS: %w",
+			what, s.addr, rh.RecordHeader[:], ErrTLSRequired)
+	}
+	return fmt.Errorf("mailer: %s with %s: %w: %w", what, s.addr, ErrTLSRequired, err)
+}
+
+// readGreeting reads the 220 banner within the greeting timeout and keeps
+// its bytes for go-smtp, which reads a greeting of its own.
+func (s *session) readGreeting(ctx context.Context, security Security) error {
+	_ = s.t.SetDeadline(time.Now().Add(s.cfg.greetingTimeout))
+	defer s.t.SetDeadline(time.Time{})
+	var raw bytes.Buffer
+	br := bufio.NewReader(io.TeeReader(s.t, &raw))
+	if b, err := br.Peek(1); err == nil && (b[0] == 0x15 || b[0] == 0x16) {
+		return fmt.Errorf("mailer: greeting from %s: got a TLS record: this port speaks TLS at once; use SecurityTLS", s.addr)
+	}
+	code, msg, err := textproto.NewReader(br).ReadResponse(220)
+	if err != nil {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			return s.fail(ctx, "greeting", 0, newReply("greeting", code, msg))
+		}
+		if raw.Len() == 0 && isTimeout(err) && ctx.Err() == nil && security != SecurityTLS {
+			return &timeoutError{
+				what: fmt.Sprintf("no greeting from %s within %v: is this an implicit-TLS port? try SecurityTLS", s.addr, s.cfg.greetingTimeout),
+				err:  err,
+			}
+		}
+		return s.fail(ctx, "greeting", s.cfg.greetingTimeout, err)
+	}
+	all := raw.Bytes()
+	s.greeting = append([]byte(nil), all[:len(all)-br.Buffered()]...)
+	// Anything the server sent after its greeting goes to go-smtp too.
+	s.t.setReplay(all)
+	return nil
+}
+
+// hello makes a go-smtp client for the connection as it is now and runs
+// EHLO (HELO if refused), recording the extensions.
+func (s *session) hello(ctx context.Context) error {
+	s.c = smtp.NewClient(s.t)
+	s.c.CommandTimeout = s.cfg.timeout
+	s.c.SubmissionTimeout = s.cfg.dataTimeout
+	s.t.startCapture()
+	err := s.c.Hello(s.cfg.localName)
+	reply := s.t.stopCapture()
+	if err != nil {
+		return s.fail(ctx, "EHLO", s.cfg.timeout, err)
+	}
+	s.ext = parseEHLO(reply)
+	return nil
+}
+
+// startTLS upgrades the connection. go-smtp's own STARTTLS cannot be used:
+// it wraps the transport in TLS, which would put ciphertext in the
+// transcript and take the socket out of the session's hands.
+func (s *session) startTLS(ctx context.Context, required bool) error {
+	if _, ok := s.ext["STARTTLS"]; !ok {
+		if !required {
+			return nil
+		}
+		s.quit()
+		return fmt.Errorf("%w: %s does not offer STARTTLS (nothing was sent; SecuritySTARTTLSOptional would go on unencrypted)", ErrTLSRequired, s.addr)
+	}
+	_ = s.t.SetDeadline(time.Now().Add(s.cfg.timeout))
+	_, err := io.WriteString(s.t, "STARTTLS\r\n")
+	var code int
+	var msg string
+	if err == nil {
+		// Bytes the server sends after this reply and before the
+		// handshake are dropped with this reader, as RFC 3207 5 demands.
+		code, msg, err = textproto.NewReader(bufio.NewReader(s.t)).ReadResponse(220)
+	}
+	_ = s.t.SetDeadline(time.Time{})
+	if err != nil {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			serr := s.fail(ctx, "STARTTLS", 0, newReply("STARTTLS", code, msg))
+			if !required && !s.dead {
+				return nil
+			}
+			s.quit()
+			return fmt.Errorf("%w: %w", ErrTLSRequired, serr)
+		}
+		return s.fail(ctx, "STARTTLS", s.cfg.timeout, err)
+	}
+	if err := s.handshake(ctx, "STARTTLS handshake"); err != nil {
+		return err
+	}
+	s.t.setReplay(s.greeting)
+	return s.hello(ctx)
+}
+
+// parseEHLO returns the keywords of the last 250 reply in b.
+func parseEHLO(b []byte) map[string]string {
+	var reply, cur []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if len(line) < 3 {
+			continue
+		}
+		cur = append(cur, line)
+		if len(line) == 3 || line[3] != '-' {
+			if strings.HasPrefix(line, "250") {
+				reply = cur
+			}
+			cur = nil
+		}
+	}
+	ext := map[string]string{}
+	for i, line := range reply {
+		if i == 0 || len(line) < 5 {
+			continue
+		}
+		kw, param, _ := strings.Cut(line[4:], " ")
+		ext[strings.ToUpper(kw)] = param
+	}
+	return ext
+}
+
+func (s *session) authMechanisms() []string {
+	v, ok := s.ext["AUTH"]
+	if !ok {
+		return nil
+	}
+	return strings.Fields(strings.ToUpper(v))
+}
+
+func (s *session) has(ext string) bool {
+	_, ok := s.ext[ext]
+	return ok
+}
+
+// maxSize returns the SIZE the server announced, 0 if none.
+func (s *session) maxSize() int64 {
+	n, err := strconv.ParseInt(s.ext["SIZE"], 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// fail turns an error from a command into the package's error, and marks
+// the session dead when the connection can no longer be trusted: anything
+// but a server reply, or a 421 ("closing"). limit is the timeout that
+// applied, for the message.
+func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		if se.Code == 421 {
+			s.dead = true
+		}
+		return replyError(cmd, err)
+	}
+	var ours *SMTPError
+	if errors.As(err, &ours) {
+		if ours.Code == 421 {
+			s.dead = true
+		}
+		return err
+	}
+	s.dead = true
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("mailer: %s: %w", cmd, ctx.Err())
+	case isTimeout(err) && limit > 0:
+		return &timeoutError{what: fmt.Sprintf("%s: no reply from %s within %v", cmd, s.addr, limit), err: err}
+	case errors.Is(err, ErrTLSRequired), errors.Is(err, ErrAuthUnavailable), errors.Is(err, ErrInsecureAuth):
+		// Raised before anything was sent: the connection is sound, but
+		// the session is useless.
+		return err
+	}
+	return fmt.Errorf("mailer: %s: %w", cmd, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// send runs one transaction. Unless partial is set, a refused recipient
+// resets the transaction and nothing is sent.
+func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*SendResult, error) {
+	unbind := s.t.bind(ctx)
+	defer unbind()
+	reused := s.used
+	s.used = true
+	if limit := s.maxSize(); limit > 0 && tx.size > limit {
+		return nil, fmt.Errorf("%w: %d bytes, %s accepts %d", ErrMessageTooLarge, tx.size, s.addr, limit)
+	}
+	if tx.utf8 && !s.has("SMTPUTF8") {
+		return nil, fmt.Errorf("%w: an address has a non-ASCII local part", ErrSMTPUTF8Unsupported)
+	}
+	opts := &smtp.MailOptions{UTF8: tx.utf8, Size: tx.size}
+	if err := s.c.Mail(tx.env.From, opts); err != nil {
+		err = s.fail(ctx, "MAIL", s.cfg.timeout, err)
+		if reused && s.dead && ctx.Err() == nil {
+			return nil, &staleError{err}
+		}
+		s.reset(ctx)
+		return nil, err
+	}
+	res := &SendResult{}
+	for _, to := range tx.env.To {
+		err := s.c.Rcpt(to, nil)
+		if err == nil {
+			res.Accepted = append(res.Accepted, to)
+			continue
+		}
+		err = s.fail(ctx, "RCPT", s.cfg.timeout, err)
+		if s.dead {
+			return nil, err
+		}
+		res.Rejected = append(res.Rejected, RejectedRecipient{Address: to, Err: err})
+	}
+	if len(res.Rejected) > 0 && (!partial || len(res.Accepted) == 0) {
+		s.reset(ctx)
+		return nil, &RecipientsError{Rejected: res.Rejected}
+	}
+	w, err := s.c.Data()
+	if err != nil {
+		err = s.fail(ctx, "DATA", s.cfg.timeout, err)
+		s.reset(ctx)
+		return nil, err
+	}
+	s.t.resetWriteErr()
+	cw := newCRLFWriter(w)
+	err = tx.body(cw)
+	if err == nil {
+		err = cw.Close()
+	}
+	if err != nil {
+		// Never let the final dot commit a truncated message: drop the
+		// connection instead.
+		s.dead = true
+		s.t.Close()
+		if werr := s.t.lastWriteErr(); werr != nil {
+			return nil, s.fail(ctx, "DATA", s.cfg.timeout, werr)
+		}
+		return nil, fmt.Errorf("mailer: reading the message failed; connection dropped, nothing was sent: %w", err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		err = s.fail(ctx, "DATA", s.cfg.dataTimeout, err)
+		if !s.dead {
+			s.reset(ctx)
+			return nil, err
+		}
+		if s.t.lastWriteErr() == nil {
+			var se *SMTPError
+			if !errors.As(err, &se) {
+				return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			}
+		}
+		return nil, err
+	}
+	s.lastUsed = time.Now()
+	res.Response = resp.StatusText
+	return res, nil
+}
+
+// reset sends RSET after a failed transaction so the next one starts
+// clean; a session that cannot be reset is dead.
+func (s *session) reset(ctx context.Context) {
+	if s.dead {
+		return
+	}
+	if err := s.c.Reset(); err != nil {
+		_ = s.fail(ctx, "RSET", s.cfg.timeout, err)
+		s.dead = true
+	}
+}
+
+// noop sends NOOP.
+func (s *session) noop(ctx context.Context) error {
+	unbind := s.t.bind(ctx)
+	defer unbind()
+	s.used = true
+	if err := s.c.Noop(); err != nil {
+		return s.fail(ctx, "NOOP", s.cfg.timeout, err)
+	}
+	s.lastUsed = time.Now()
+	return nil
+}
+
+// verify sends VRFY.
+func (s *session) verify(ctx context.Context, addr string) error {
+	unbind := s.t.bind(ctx)
+	defer unbind()
+	s.used = true
+	if err := s.c.Verify(addr); err != nil {
+		return s.fail(ctx, "VRFY", s.cfg.timeout, err)
+	}
+	s.lastUsed = time.Now()
+	return nil
+}
+
+// quit says QUIT, waiting at most a few seconds for the reply, and closes
+// the connection.
+func (s *session) quit() {
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.timeout, 5*time.Second))
+	defer cancel()
+	unbind := s.t.bind(ctx)
+	if s.c != nil {
+		_ = s.c.Quit()
+	}
+	unbind()
+	s.close()
+}
+
+// close drops the connection without QUIT.
+func (s *session) close() {
+	s.dead = true
+	s.t.Close()
+	s.sink.event(s.id, "smtp session closed", slog.String("server", s.addr))
+}
+
+// staleError marks a pooled session found dead at MAIL: nothing was sent,
+// so the transaction may run again on a fresh session.
+type staleError struct{ err error }
+
+func (e *staleError) Error() string { return e.err.Error() }
+func (e *staleError) Unwrap() error { return e.err }

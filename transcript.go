@@ -1,0 +1,169 @@
+package mailer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// maxTranscriptLine bounds how much of one protocol line is kept; the rest
+// is cut, so that a server sending an endless line cannot grow memory.
+const maxTranscriptLine = 4096
+
+// transcriptSink is where the transcripts of all sessions of a Connection
+// go: the slog logger, the plain debug writer, or both.
+type transcriptSink struct {
+	logger *slog.Logger
+	mu     sync.Mutex // serialises writes to w
+	w      io.Writer
+	stamps bool
+}
+
+func newTranscriptSink(cfg *config) *transcriptSink {
+	if cfg.logger == nil && cfg.debug == nil {
+		return nil
+	}
+	return &transcriptSink{logger: cfg.logger, w: cfg.debug, stamps: cfg.debugStamps}
+}
+
+func (s *transcriptSink) line(session int, dir, text string) {
+	if s.logger != nil {
+		s.logger.LogAttrs(context.Background(), slog.LevelDebug, "smtp",
+			slog.Int("session", session), slog.String("dir", dir), slog.String("line", text))
+	}
+	if s.w != nil {
+		s.mu.Lock()
+		if s.stamps {
+			fmt.Fprintf(s.w, "%s %s: %s\n", time.Now().Format("15:04:05.000000"), dir, text)
+		} else {
+			fmt.Fprintf(s.w, "%s: %s\n", dir, text)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// event logs a connection event at Info level.
+func (s *transcriptSink) event(session int, msg string, attrs ...slog.Attr) {
+	if s == nil || s.logger == nil {
+		return
+	}
+	attrs = append([]slog.Attr{slog.Int("session", session)}, attrs...)
+	s.logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+}
+
+// transcript turns one session's byte streams into protocol lines. It
+// redacts every client line of an AUTH exchange (the AUTH command keeps its
+// mechanism name only) and summarises message data as a byte count.
+type transcript struct {
+	sink    *transcriptSink
+	session int
+
+	mu         sync.Mutex
+	cbuf, sbuf []byte // partial client and server lines
+	auth       bool   // inside an AUTH exchange
+	dataCmd    bool   // DATA sent, 354 not yet seen
+	inData     bool   // message data is being sent
+	dataBytes  int64
+}
+
+func newTranscript(sink *transcriptSink, session int) *transcript {
+	if sink == nil {
+		return nil
+	}
+	return &transcript{sink: sink, session: session}
+}
+
+// reset forgets partial lines, when TLS starts.
+func (t *transcript) reset() {
+	t.mu.Lock()
+	t.cbuf, t.sbuf = t.cbuf[:0], t.sbuf[:0]
+	t.mu.Unlock()
+}
+
+func (t *transcript) client(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cbuf = splitLines(t.cbuf, p, t.clientLine)
+}
+
+func (t *transcript) server(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sbuf = splitLines(t.sbuf, p, t.serverLine)
+}
+
+// splitLines appends p to buf, calls fn for each complete line (without
+// its line ending) and returns the incomplete rest.
+func splitLines(buf, p []byte, fn func([]byte)) []byte {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			room := maxTranscriptLine - len(buf)
+			if room > 0 {
+				buf = append(buf, p[:min(room, len(p))]...)
+			}
+			return buf
+		}
+		if len(buf) == 0 {
+			fn(bytes.TrimSuffix(p[:i], []byte("\r")))
+		} else {
+			buf = append(buf, p[:min(i, max(0, maxTranscriptLine-len(buf)))]...)
+			fn(bytes.TrimSuffix(buf, []byte("\r")))
+			buf = buf[:0]
+		}
+		p = p[i+1:]
+	}
+	return buf
+}
+
+func (t *transcript) clientLine(line []byte) {
+	if t.inData {
+		if string(line) == "." {
+			t.inData = false
+			t.sink.line(t.session, "C", fmt.Sprintf("[%d bytes of message data]", t.dataBytes))
+			t.sink.line(t.session, "C", ".")
+			return
+		}
+		t.dataBytes += int64(len(line)) + 2
+		return
+	}
+	text := string(line)
+	switch {
+	case t.auth:
+		text = "[redacted]"
+	case len(text) >= 5 && strings.EqualFold(text[:5], "AUTH "):
+		t.auth = true
+		fields := strings.Fields(text)
+		text = "AUTH"
+		if len(fields) > 1 {
+			text += " " + fields[1]
+		}
+		if len(fields) > 2 {
+			text += " [redacted]"
+		}
+	case strings.EqualFold(text, "DATA"):
+		t.dataCmd = true
+	}
+	t.sink.line(t.session, "C", text)
+}
+
+func (t *transcript) serverLine(line []byte) {
+	text := string(line)
+	// A reply's last line has a space (or nothing) after the code.
+	final := len(text) < 4 || text[3] != '-'
+	if final && t.auth && !strings.HasPrefix(text, "334") {
+		t.auth = false
+	}
+	if final && t.dataCmd {
+		t.dataCmd = false
+		if strings.HasPrefix(text, "354") {
+			t.inData, t.dataBytes = true, 0
+		}
+	}
+	t.sink.line(t.session, "S", text)
+}
