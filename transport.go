@@ -29,7 +29,7 @@ type transport struct {
 	replay  []byte // served by Read before the connection's own bytes
 	capture []byte // bytes read while capturing is on
 	capOn   bool
-	tr     *transcript
+	tr      *transcript
 }
 
 func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration) *transport {

@@ -63,4 +63,4 @@ func (a *authConfig) authenticate(ctx context.Context, c authClient, offered []s
 type Proxy struct{}
 
 func (p *Proxy) dialer(forward proxy.ContextDialer) proxy.ContextDialer { return forward }
-func proxyFromEnvironment(string) (*Proxy, error)                        { return nil, nil }
+func proxyFromEnvironment(string) (*Proxy, error)                       { return nil, nil }
