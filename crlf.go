@@ -1,6 +1,9 @@
 package mailer
 
-import "io"
+import (
+	"bytes"
+	"io"
+)
 
 // crlfWriter turns every bare CR and bare LF in the message data into CRLF
 // before it reaches go-smtp's dot-stuffing writer, which passes a bare CR
@@ -18,24 +21,28 @@ func newCRLFWriter(w io.Writer) *crlfWriter {
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
 	c.buf = c.buf[:0]
-	for _, b := range p {
-		switch {
-		case c.cr && b == '\n':
+	rest := p
+	for len(rest) > 0 {
+		if c.cr {
 			c.buf = append(c.buf, '\r', '\n')
 			c.cr = false
-			continue
-		case c.cr:
-			c.buf = append(c.buf, '\r', '\n')
-			c.cr = false
+			if rest[0] == '\n' {
+				rest = rest[1:]
+				continue
+			}
 		}
-		switch b {
-		case '\r':
+		i := bytes.IndexAny(rest, "\r\n")
+		if i < 0 {
+			c.buf = append(c.buf, rest...)
+			break
+		}
+		c.buf = append(c.buf, rest[:i]...)
+		if rest[i] == '\r' {
 			c.cr = true
-		case '\n':
+		} else {
 			c.buf = append(c.buf, '\r', '\n')
-		default:
-			c.buf = append(c.buf, b)
 		}
+		rest = rest[i+1:]
 	}
 	if _, err := c.w.Write(c.buf); err != nil {
 		return 0, err

@@ -413,6 +413,8 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	}
 	s.lastUsed = time.Now()
 	res.Response = resp.StatusText
+	s.sink.event(s.id, "smtp message sent", slog.Int("recipients", len(res.Accepted)),
+		slog.Int("refused", len(res.Rejected)), slog.String("response", res.Response))
 	return res, nil
 }
 
