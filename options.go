@@ -197,7 +197,8 @@ func WithTLSVersions(minVersion, maxVersion uint16) Option {
 }
 
 // WithEncryption configures security the way mumailer's set_encryption and
-// Aspose's SmtpClient do: protocol is one of "", "SSLv23", "TLS", "TLSv1",
+// Aspose's SmtpClient do: protocol is one of "", "SSLv23", "TLS",
+// "TLS_CLIENT", "TLSv1",
 // "TLSv1_1", "TLSv1_2", "TLSv1_3" (see the package documentation for what
 // each means) and ciphers is a list of cipher suites separated by ':' in
 // OpenSSL ("ECDHE-RSA-AES128-GCM-SHA256") or IANA

@@ -72,13 +72,14 @@ func TestWithEncryptionProtocols(t *testing.T) {
 		mode     Security
 		min, max uint16
 	}{
-		"":        {SecurityNone, 0, 0},
-		"SSLv23":  {SecurityTLS, 0, 0},
-		"TLS":     {SecuritySTARTTLS, 0, 0},
-		"TLSv1":   {SecuritySTARTTLS, tls.VersionTLS10, tls.VersionTLS10},
-		"TLSv1_1": {SecuritySTARTTLS, tls.VersionTLS11, tls.VersionTLS11},
-		"TLSv1_2": {SecuritySTARTTLS, tls.VersionTLS12, tls.VersionTLS12},
-		"TLSv1_3": {SecuritySTARTTLS, tls.VersionTLS13, tls.VersionTLS13},
+		"":           {SecurityNone, 0, 0},
+		"SSLv23":     {SecurityTLS, 0, 0},
+		"TLS":        {SecuritySTARTTLS, 0, 0},
+		"TLS_CLIENT": {SecuritySTARTTLS, 0, 0},
+		"TLSv1":      {SecuritySTARTTLS, tls.VersionTLS10, tls.VersionTLS10},
+		"TLSv1_1":    {SecuritySTARTTLS, tls.VersionTLS11, tls.VersionTLS11},
+		"TLSv1_2":    {SecuritySTARTTLS, tls.VersionTLS12, tls.VersionTLS12},
+		"TLSv1_3":    {SecuritySTARTTLS, tls.VersionTLS13, tls.VersionTLS13},
 	}
 	for name, want := range cases {
 		c, err := NewConnection("mx.example.com", WithEncryption(name, ""))
