@@ -51,7 +51,10 @@ type authConfig struct {
 	allowInsecure      bool
 }
 
-func (a *authConfig) enabled() bool   { return a.username != "" }
+func (a *authConfig) enabled() bool { return a.username != "" }
+
+const AuthPlain = "PLAIN"
+
 func (a *authConfig) validate() error { return nil }
 
 type authClient interface{ Auth(sasl.Client) error }
