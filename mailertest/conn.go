@@ -1,0 +1,236 @@
+package mailertest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// conn sits between the socket and go-smtp's server. It does TLS itself
+// (implicit, or when it sees STARTTLS), so that every command line passes
+// through it in clear text whatever the security: that is where faults are
+// injected and commands recorded. go-smtp is not told about TLS; the
+// backend asks conn instead.
+type conn struct {
+	srv *Server
+	n   int // connection number, from 1
+	raw net.Conn
+
+	mu    sync.Mutex
+	inner net.Conn // raw, or TLS over it
+	isTLS bool
+
+	// Read-side state, used by go-smtp's connection goroutine only.
+	in      []byte // read from inner, not yet split into lines
+	out     []byte // lines ready for go-smtp
+	midLine bool   // out ends inside an over-long line
+	rerr    error
+	counts  map[string]int
+
+	// Protocol state, shared by the read and write sides.
+	greeted     bool
+	lastCmd     string
+	authing     bool // inside an AUTH exchange: lines are SASL responses
+	dataPending bool // DATA seen, 354 not yet written
+	inData      bool
+}
+
+// maxPending bounds how much of a line without its end is held before it
+// is passed on as it is.
+const maxPending = 16 << 10
+
+func newConn(raw net.Conn, srv *Server, n int) *conn {
+	c := &conn{srv: srv, n: n, raw: raw, inner: raw, counts: map[string]int{}}
+	if srv.cfg.implicitTLS {
+		c.inner, c.isTLS = tls.Server(raw, srv.tlsCfg), true
+	}
+	return c
+}
+
+func (c *conn) tls() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isTLS
+}
+
+func (c *conn) current() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inner
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	for len(c.out) == 0 || c.inData {
+		if c.rerr != nil {
+			break
+		}
+		i := bytes.IndexByte(c.in, '\n')
+		if i < 0 {
+			if len(c.out) > 0 {
+				break
+			}
+			if len(c.in) >= maxPending {
+				c.out, c.in, c.midLine = append(c.out, c.in...), nil, true
+				continue
+			}
+			buf := make([]byte, 4096)
+			n, err := c.current().Read(buf)
+			c.in = append(c.in, buf[:n]...)
+			if err != nil {
+				c.out, c.in, c.rerr = append(c.out, c.in...), nil, err
+			}
+			continue
+		}
+		line := c.in[:i+1]
+		c.in = c.in[i+1:]
+		if c.midLine {
+			c.midLine = false
+			c.out = append(c.out, line...)
+			continue
+		}
+		if err := c.line(line); err != nil {
+			c.rerr = err
+		}
+		if !c.inData && len(c.out) > 0 {
+			break
+		}
+	}
+	if len(c.out) == 0 {
+		return 0, c.rerr
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+// line handles one client line: message data and SASL responses pass
+// through; a command is recorded, may trigger a fault, and STARTTLS is
+// carried out here.
+func (c *conn) line(line []byte) error {
+	text := strings.TrimRight(string(line), "\r\n")
+	c.mu.Lock()
+	inData, authing := c.inData, c.authing
+	if inData && text == "." {
+		c.inData = false
+	}
+	c.mu.Unlock()
+	if inData {
+		if text == "." {
+			c.counts["DOT"]++
+			if f, ok := c.srv.cfg.match("DOT", c.n, c.counts["DOT"]); ok {
+				return c.apply(f)
+			}
+		}
+		c.out = append(c.out, line...)
+		return nil
+	}
+	if authing {
+		c.out = append(c.out, line...)
+		return nil
+	}
+	verb, _, _ := strings.Cut(text, " ")
+	verb = strings.ToUpper(verb)
+	c.srv.command(text)
+	c.counts[verb]++
+	if f, ok := c.srv.cfg.match(verb, c.n, c.counts[verb]); ok {
+		return c.apply(f)
+	}
+	c.mu.Lock()
+	c.lastCmd = verb
+	switch verb {
+	case "AUTH":
+		c.authing = true
+	case "DATA":
+		c.dataPending = true
+	case "STARTTLS":
+		if c.srv.cfg.starttls && !c.isTLS {
+			c.mu.Unlock()
+			return c.startTLS()
+		}
+	}
+	c.mu.Unlock()
+	c.out = append(c.out, line...)
+	return nil
+}
+
+// startTLS answers STARTTLS and runs the handshake. Bytes the client sent
+// after the command are dropped (RFC 3207 section 5).
+func (c *conn) startTLS() error {
+	if _, err := io.WriteString(c.raw, "220 2.0.0 Ready to start TLS\r\n"); err != nil {
+		return err
+	}
+	c.in = nil
+	tc := tls.Server(c.raw, c.srv.tlsCfg)
+	_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	c.mu.Lock()
+	c.inner, c.isTLS = tc, true
+	c.mu.Unlock()
+	return nil
+}
+
+// apply carries out a fault and returns the error that ends go-smtp's
+// handling of the connection.
+func (c *conn) apply(f Fault) error {
+	switch f.Action {
+	case Stall:
+		// Drain what the client sends until it leaves or Close is called.
+		_, _ = io.Copy(io.Discard, c.current())
+	case Reply421:
+		_, _ = io.WriteString(c.current(), "421 4.3.2 Service shutting down\r\n")
+	}
+	c.Close()
+	return net.ErrClosed
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	text := string(p)
+	c.mu.Lock()
+	first := !c.greeted
+	c.greeted = true
+	if c.dataPending {
+		c.dataPending = false
+		c.inData = strings.HasPrefix(text, "354")
+	}
+	if c.authing && len(text) >= 4 && text[3] == ' ' && !strings.HasPrefix(text, "334") {
+		c.authing = false
+	}
+	inject := c.lastCmd == "EHLO" && strings.HasPrefix(text, "250-") && c.srv.cfg.starttls && !c.isTLS
+	if c.lastCmd == "EHLO" {
+		c.lastCmd = ""
+	}
+	inner := c.inner
+	c.mu.Unlock()
+	if first {
+		c.counts["GREETING"]++
+		if f, ok := c.srv.cfg.match("GREETING", c.n, 1); ok {
+			return 0, c.apply(f)
+		}
+	}
+	if inject {
+		// go-smtp offers STARTTLS only when it does TLS itself.
+		if _, err := inner.Write(append(p[:len(p):len(p)], "250-STARTTLS\r\n"...)); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return inner.Write(p)
+}
+
+// Close closes the connection; it ends a stall.
+func (c *conn) Close() error {
+	return c.current().Close()
+}
+
+func (c *conn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
+func (c *conn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
+func (c *conn) SetDeadline(t time.Time) error      { return c.current().SetDeadline(t) }
+func (c *conn) SetReadDeadline(t time.Time) error  { return c.current().SetReadDeadline(t) }
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.current().SetWriteDeadline(t) }
