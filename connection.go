@@ -206,7 +206,7 @@ func (c *Connection) HasExtension(name string) bool {
 func (c *Connection) AuthMechanisms() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return strings.Fields(strings.ToUpper(c.ext["AUTH"]))
+	return authMechanisms(c.ext)
 }
 
 // MaxMessageSize returns the message size limit the server announced with

@@ -129,7 +129,7 @@ func (s *session) open(ctx context.Context, security Security) error {
 	}
 	if s.cfg.auth.enabled() {
 		_, encrypted := s.t.tlsState()
-		mech, err := s.cfg.auth.authenticate(ctx, s.c, s.authMechanisms(), encrypted)
+		mech, err := s.cfg.auth.authenticate(ctx, s.c, authMechanisms(s.ext), encrypted)
 		if err != nil {
 			err = s.fail(ctx, "AUTH", s.cfg.timeout, err)
 			s.quit()
@@ -275,8 +275,10 @@ func parseEHLO(b []byte) map[string]string {
 	return ext
 }
 
-func (s *session) authMechanisms() []string {
-	v, ok := s.ext["AUTH"]
+// authMechanisms returns the mechanisms of the AUTH keyword in ext, nil if
+// there is none.
+func authMechanisms(ext map[string]string) []string {
+	v, ok := ext["AUTH"]
 	if !ok {
 		return nil
 	}
