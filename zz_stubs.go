@@ -4,42 +4,10 @@ package mailer
 
 import (
 	"context"
-	"io"
-	"strings"
 
 	"github.com/emersion/go-sasl"
 	"golang.org/x/net/proxy"
 )
-
-type Envelope struct {
-	From string
-	To   []string
-}
-
-type Message struct {
-	From, To string
-	Subject  string
-	Text     string
-}
-
-func (m *Message) Validate() error { return nil }
-
-type prepared struct {
-	envelope  Envelope
-	utf8      bool
-	messageID string
-	body      string
-}
-
-func (m *Message) prepare(bool) (*prepared, error) {
-	return &prepared{envelope: Envelope{From: m.From, To: []string{m.To}}, messageID: "stub@x",
-		body: "Subject: " + m.Subject + "\r\n\r\n" + m.Text + "\r\n"}, nil
-}
-
-func (p *prepared) writeTo(w io.Writer) (int64, error) {
-	n, err := io.Copy(w, strings.NewReader(p.body))
-	return n, err
-}
 
 type TokenSource interface{ Token() (string, error) }
 

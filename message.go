@@ -1,0 +1,259 @@
+package mailer
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Envelope is the SMTP envelope: the MAIL FROM address and the RCPT TO
+// addresses, bare (no names, no angle brackets). The empty From is the
+// null reverse-path used by bounces.
+type Envelope struct {
+	From string
+	To   []string
+}
+
+// Priority is a message's importance, rendered as X-Priority and
+// Importance headers.
+type Priority int
+
+const (
+	// PriorityNormal adds no header.
+	PriorityNormal Priority = iota
+	// PriorityHigh is X-Priority 1, Importance high.
+	PriorityHigh
+	// PriorityLow is X-Priority 5, Importance low.
+	PriorityLow
+)
+
+// Header is a header field of the caller's.
+type Header struct {
+	Name, Value string
+}
+
+// Message is an e-mail to send. Fill in the fields, add attachments with
+// the Attach methods, and pass it to Connection.Send. Rendering never
+// changes the Message, so one Message may be sent by many goroutines at
+// once (attachments from an io.Reader excepted: a reader can be read once).
+type Message struct {
+	From    Recipient
+	Sender  Recipient // the agent sending for From, if not From itself
+	ReplyTo []Recipient
+	To      []Recipient
+	Cc      []Recipient
+	Bcc     []Recipient // in the envelope only, never in the header
+
+	Subject string
+	Text    string // the plain-text body
+	HTML    string // the HTML body; with Text, the message is multipart/alternative
+
+	Date       time.Time // zero means the time of sending
+	MessageID  string    // without angle brackets; "" means a random one at From's domain
+	InReplyTo  string    // a Message-ID, without angle brackets
+	References []string  // Message-IDs, without angle brackets
+	Priority   Priority
+
+	// ListUnsubscribe holds the URIs (https: or mailto:) of the
+	// List-Unsubscribe header; with ListUnsubscribeOneClick the header
+	// List-Unsubscribe-Post: List-Unsubscribe=One-Click is added (RFC 8058).
+	ListUnsubscribe         []string
+	ListUnsubscribeOneClick bool
+
+	// Headers are added after the standard fields. A name the package
+	// sets itself (From, Subject, Content-Type...) is an error: use the
+	// field instead.
+	Headers []Header
+
+	// Envelope, if set, replaces the envelope derived from From, To, Cc
+	// and Bcc.
+	Envelope *Envelope
+
+	attachments []*Attachment
+}
+
+// managedHeaders are the fields the package writes; custom headers may not
+// repeat them.
+var managedHeaders = map[string]bool{
+	"from": true, "sender": true, "reply-to": true, "to": true, "cc": true, "bcc": true,
+	"subject": true, "date": true, "message-id": true, "in-reply-to": true, "references": true,
+	"mime-version": true, "content-type": true, "content-transfer-encoding": true,
+	"content-disposition": true, "content-id": true, "x-priority": true, "importance": true,
+	"list-unsubscribe": true, "list-unsubscribe-post": true,
+}
+
+// Validate checks the message before anything is sent: a From address,
+// at least one recipient, valid addresses (ErrInvalidAddress), and no CR,
+// LF or NUL in any name, address, subject, header, filename or Content-ID
+// (ErrHeaderInjection).
+func (m *Message) Validate() error {
+	if m.From.Address == "" {
+		return fmt.Errorf("%w: no From address", ErrInvalidAddress)
+	}
+	people := append([]Recipient{m.From}, m.ReplyTo...)
+	if m.Sender.Address != "" || m.Sender.Name != "" {
+		people = append(people, m.Sender)
+	}
+	people = append(append(append(people, m.To...), m.Cc...), m.Bcc...)
+	for _, r := range people {
+		if err := r.validate(); err != nil {
+			return err
+		}
+	}
+	if m.Envelope == nil && len(m.To)+len(m.Cc)+len(m.Bcc) == 0 {
+		return fmt.Errorf("%w: no recipients", ErrInvalidAddress)
+	}
+	if m.Envelope != nil {
+		if err := checkEnvelope(*m.Envelope); err != nil {
+			return err
+		}
+	}
+	fields := map[string]string{"Subject": m.Subject, "Message-ID": m.MessageID, "In-Reply-To": m.InReplyTo}
+	for i, r := range m.References {
+		fields[fmt.Sprintf("References[%d]", i)] = r
+	}
+	for i, u := range m.ListUnsubscribe {
+		fields[fmt.Sprintf("ListUnsubscribe[%d]", i)] = u
+	}
+	for _, h := range m.Headers {
+		fields["header "+h.Name] = h.Value
+	}
+	for _, a := range m.attachments {
+		fields["attachment "+a.Filename] = a.Filename + a.ContentType + a.ContentID
+	}
+	for name, v := range fields {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("%w: %s %q", ErrHeaderInjection, name, v)
+		}
+		if !utf8.ValidString(v) || strings.IndexFunc(v, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) >= 0 {
+			return fmt.Errorf("mailer: %s %q: invalid UTF-8 or a control character", name, v)
+		}
+	}
+	for _, id := range append([]string{m.MessageID, m.InReplyTo}, m.References...) {
+		if strings.ContainsAny(id, "<> \t") {
+			return fmt.Errorf("%w: message ID %q: give it without angle brackets or spaces", ErrInvalidAddress, id)
+		}
+	}
+	for _, h := range m.Headers {
+		if err := checkHeader(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkHeader checks a custom field: RFC 5322 3.6.8 allows printable
+// ASCII but ':' in names.
+func checkHeader(h Header) error {
+	if strings.ContainsAny(h.Name+h.Value, "\r\n\x00") {
+		return fmt.Errorf("%w: header %q", ErrHeaderInjection, h.Name)
+	}
+	if h.Name == "" {
+		return fmt.Errorf("mailer: empty header name")
+	}
+	for _, c := range []byte(h.Name) {
+		if c < 33 || c > 126 || c == ':' {
+			return fmt.Errorf("%w: header name %q is not RFC 5322 field-name syntax", ErrHeaderInjection, h.Name)
+		}
+	}
+	if managedHeaders[strings.ToLower(h.Name)] {
+		return fmt.Errorf("mailer: header %q is set from the Message's fields", h.Name)
+	}
+	return nil
+}
+
+// prepared is a message fixed for one send: its envelope and the values
+// generated for it.
+type prepared struct {
+	msg       *Message
+	envelope  Envelope
+	utf8      bool // the envelope needs SMTPUTF8
+	smtputf8  bool // the server takes UTF-8 addresses
+	messageID string
+	date      time.Time
+	boundary  string // the random part of the MIME boundaries
+}
+
+// prepare validates m and fixes what one send needs. Without SMTPUTF8,
+// IDN domains become punycode in envelope and header, and a non-ASCII
+// local part is an error wrapping ErrSMTPUTF8Unsupported.
+func (m *Message) prepare(smtputf8 bool) (*prepared, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	p := &prepared{msg: m, messageID: m.MessageID, date: m.Date, smtputf8: smtputf8}
+	if p.date.IsZero() {
+		p.date = time.Now()
+	}
+	if p.messageID == "" {
+		p.messageID = newMessageID(m.From.Address)
+	}
+	b := make([]byte, 12)
+	rand.Read(b)
+	p.boundary = hex.EncodeToString(b)
+	env := Envelope{From: m.From.Address}
+	if m.Envelope != nil {
+		env = Envelope{From: m.Envelope.From, To: append([]string(nil), m.Envelope.To...)}
+	} else {
+		seen := map[string]bool{}
+		for _, r := range append(append(append([]Recipient(nil), m.To...), m.Cc...), m.Bcc...) {
+			if key := foldAddress(r.Address); !seen[key] {
+				seen[key] = true
+				env.To = append(env.To, r.Address)
+			}
+		}
+	}
+	var err error
+	for i, a := range append([]string{env.From}, env.To...) {
+		if !isASCII(a) {
+			if smtputf8 {
+				p.utf8 = true
+				continue
+			}
+			if a, err = asciiAddress(a); err != nil {
+				return nil, err
+			}
+		}
+		if i == 0 {
+			env.From = a
+		} else {
+			env.To[i-1] = a
+		}
+	}
+	p.envelope = env
+	return p, nil
+}
+
+// foldAddress returns the form of addr under which duplicates are found:
+// the domain is case-insensitive, the local part is not (RFC 5321 2.4).
+func foldAddress(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	return addr[:at+1] + strings.ToLower(addr[at+1:])
+}
+
+// newMessageID returns a random ID at the domain of from, so that it
+// reveals nothing about the sending machine.
+func newMessageID(from string) string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	domain := from[strings.LastIndexByte(from, '@')+1:]
+	if a, err := asciiAddress("x@" + domain); err == nil {
+		domain = a[2:]
+	}
+	return hex.EncodeToString(b) + "@" + domain
+}
+
+// WriteTo renders the message to w as RFC 5322 text with CRLF line ends,
+// streaming attachment bodies; Date and Message-ID are generated when
+// empty (and not stored back in m). It returns the bytes written.
+func (m *Message) WriteTo(w io.Writer) (int64, error) {
+	p, err := m.prepare(true)
+	if err != nil {
+		return 0, err
+	}
+	return p.writeTo(w)
+}
