@@ -52,8 +52,8 @@ func TestParseRecipientList(t *testing.T) {
 
 func TestRecipientString(t *testing.T) {
 	cases := map[Recipient]string{
-		{Address: "a@example.com"}:                 "a@example.com",
-		{Name: "Foo Bar", Address: "a@example.com"}: "Foo Bar <a@example.com>",
+		{Address: "a@example.com"}:                   "a@example.com",
+		{Name: "Foo Bar", Address: "a@example.com"}:  "Foo Bar <a@example.com>",
 		{Name: "Bar, Foo", Address: "a@example.com"}: `"Bar, Foo" <a@example.com>`,
 		{Name: `Say "hi"`, Address: "a@example.com"}: `"Say \"hi\"" <a@example.com>`,
 		{Name: "Jürgen", Address: "a@example.com"}:   "=?utf-8?q?J=C3=BCrgen?= <a@example.com>",
