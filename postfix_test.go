@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +170,62 @@ func TestPostfixWrongPassword(t *testing.T) {
 	if strings.Contains(err.Error(), env.Password) {
 		t.Error("password in error")
 	}
+}
+
+func TestPostfixAuthMechanisms(t *testing.T) {
+	env := testenv.Postfix(t)
+	tlsCfg := &tls.Config{RootCAs: env.CAPool}
+	ports := map[string][]Option{
+		"starttls": {WithPort(portOf(env.Submission)), WithSecurity(SecuritySTARTTLS)},
+		"implicit": {WithPort(portOf(env.SMTPS)), WithSecurity(SecurityTLS)},
+	}
+	for portName, portOpts := range ports {
+		for _, mech := range []string{AuthPlain, AuthLogin, AuthCRAMMD5, AuthSCRAMSHA1, AuthSCRAMSHA256} {
+			t.Run(portName+"/"+mech, func(t *testing.T) {
+				var transcript strings.Builder
+				opts := append(append([]Option{}, portOpts...), WithTLSConfig(tlsCfg), WithAuthMechanisms(mech),
+					WithDebugWriter(&transcript, false))
+				c, err := NewConnection("localhost", append(opts, WithCredentials(env.User, env.Password))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				msg, id := rawMessage("auth " + portName + " " + mech)
+				if _, err := c.SendRaw(testCtx(t), Envelope{From: "sender@example.test", To: []string{"someone@example.test"}}, strings.NewReader(msg)); err != nil {
+					t.Fatalf("%v\n%s", err, transcript.String())
+				}
+				if !strings.Contains(transcript.String(), "C: AUTH "+mech) {
+					t.Errorf("did not use %s:\n%s", mech, transcript.String())
+				}
+				delivered(t, env, msg, id)
+				bad, _ := NewConnection("localhost", append(opts, WithCredentials(env.User, "not-"+env.Password))...)
+				defer bad.Close()
+				err = bad.Connect(testCtx(t))
+				var se *SMTPError
+				if !errors.As(err, &se) || se.Code != 535 || se.Command != "AUTH "+mech {
+					t.Errorf("wrong password: %v", err)
+				}
+				for _, s := range []string{env.Password, base64.StdEncoding.EncodeToString([]byte(env.Password))} {
+					if strings.Contains(transcript.String()+fmt.Sprint(err), s) {
+						t.Errorf("secret %q in the transcript or error", s)
+					}
+				}
+			})
+		}
+	}
+	var transcript strings.Builder
+	c, _ := NewConnection(env.Submission, WithTLSConfig(tlsCfg), WithCredentials(env.User, env.Password), WithDebugWriter(&transcript, false))
+	defer c.Close()
+	if err := c.Connect(testCtx(t)); err != nil || !strings.Contains(transcript.String(), "C: AUTH SCRAM-SHA-256") {
+		t.Errorf("automatic selection: %v\n%s", err, transcript.String())
+	}
+	if got := strings.Join(c.AuthMechanisms(), " "); !strings.Contains(got, "SCRAM-SHA-256") || !strings.Contains(got, "CRAM-MD5") {
+		t.Errorf("AuthMechanisms = %s", got)
+	}
+}
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }

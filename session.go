@@ -131,7 +131,7 @@ func (s *session) open(ctx context.Context, security Security) error {
 		_, encrypted := s.t.tlsState()
 		mech, err := s.cfg.auth.authenticate(ctx, s.c, authMechanisms(s.ext), encrypted)
 		if err != nil {
-			err = s.fail(ctx, "AUTH", s.cfg.timeout, err)
+			err = s.fail(ctx, "", s.cfg.timeout, err)
 			s.quit()
 			return err
 		}
@@ -302,7 +302,7 @@ func (s *session) maxSize() int64 {
 // fail turns an error from a command into the package's error, and marks
 // the session dead when the connection can no longer be trusted: anything
 // but a server reply, or a 421 ("closing"). limit is the timeout that
-// applied, for the message.
+// applied, for the message; an empty cmd leaves err's text as it is.
 func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
@@ -323,10 +323,13 @@ func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err
 	case ctx.Err() != nil:
 		return fmt.Errorf("mailer: %s: %w", cmd, ctx.Err())
 	case isTimeout(err) && limit > 0:
-		return &timeoutError{what: fmt.Sprintf("%s: no reply from %s within %v", cmd, s.addr, limit), err: err}
+		return &timeoutError{what: strings.TrimPrefix(fmt.Sprintf("%s: no reply from %s within %v", cmd, s.addr, limit), ": "), err: err}
 	case errors.Is(err, ErrTLSRequired), errors.Is(err, ErrAuthUnavailable), errors.Is(err, ErrInsecureAuth):
 		// Raised before anything was sent: the connection is sound, but
 		// the session is useless.
+		return err
+	}
+	if cmd == "" {
 		return err
 	}
 	return fmt.Errorf("mailer: %s: %w", cmd, err)
