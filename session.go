@@ -81,29 +81,26 @@ func dial(ctx context.Context, cfg *config, sink *transcriptSink, id int) (*sess
 // connect makes the TCP connection, through the proxy if there is one.
 func (s *session) connect(ctx context.Context) (net.Conn, error) {
 	cfg := s.cfg
-	var d proxy.ContextDialer = &net.Dialer{LocalAddr: cfg.sourceAddr}
+	var base proxy.ContextDialer = &net.Dialer{LocalAddr: cfg.sourceAddr}
 	if cfg.dialer != nil {
-		d = cfg.dialer
+		base = cfg.dialer
 	}
-	p := cfg.proxy
-	if p == nil && cfg.proxyFromEnv {
-		var err error
-		if p, err = proxyFromEnvironment(cfg.host); err != nil {
-			return nil, err
-		}
-	}
-	if p != nil {
-		d = p.dialer(d)
+	d, err := cfg.proxyDialer(base)
+	if err != nil {
+		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
 	defer cancel()
 	conn, err := d.DialContext(cctx, "tcp", s.addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("mailer: connecting to %s: %w", s.addr, ctx.Err())
-		}
-		if cctx.Err() != nil {
+		var pe *ProxyError
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("mailer: connecting to %s: %w: %w", s.addr, ctx.Err(), err)
+		case cctx.Err() != nil || isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
 			return nil, &timeoutError{what: fmt.Sprintf("connecting to %s: no connection within %v", s.addr, cfg.connectTimeout), err: err}
+		case errors.As(err, &pe):
+			return nil, err
 		}
 		return nil, fmt.Errorf("mailer: connecting to %s: %w", s.addr, err)
 	}
