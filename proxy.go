@@ -377,7 +377,7 @@ func (p *Proxy) httpConnect(conn net.Conn, addr string) (net.Conn, error) {
 	resp.Body.Close()
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
-	case code == http.StatusProxyAuthRequired:
+	case code == http.StatusProxyAuthRequired || code == http.StatusUnauthorized: // tinyproxy answers 401
 		return nil, p.fail(addr, code, ErrProxyAuth, errors.New(resp.Status))
 	case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
 		return nil, p.fail(addr, code, ErrDestinationUnreachable, errors.New(resp.Status))
