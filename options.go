@@ -41,12 +41,11 @@ type config struct {
 	host string
 	port int
 
-	security        Security
-	tlsConfig       *tls.Config
-	skipVerify      bool
-	minTLS, maxTLS  uint16
-	cipherSuites    []uint16
-	encryptionIsSet bool
+	security       Security
+	tlsConfig      *tls.Config
+	skipVerify     bool
+	minTLS, maxTLS uint16
+	cipherSuites   []uint16
 
 	connectTimeout   time.Duration
 	greetingTimeout  time.Duration

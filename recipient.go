@@ -131,8 +131,8 @@ func (r Recipient) String() string {
 	return formatName(r.Name) + " <" + r.Address + ">"
 }
 
-// formatName renders a display name as an atom, a quoted string or
-// RFC 2047 encoded words.
+// formatName renders a display name as atoms, a quoted string (for
+// specials, or spacing that atoms would lose) or RFC 2047 encoded words.
 func formatName(name string) string {
 	if !isASCII(name) {
 		return encodeWord(name)
@@ -140,7 +140,7 @@ func formatName(name string) string {
 	if strings.IndexFunc(name, func(c rune) bool {
 		return !(c == ' ' || c == '!' || c >= '#' && c <= '\'' || c == '*' || c == '+' || c == '-' || c == '/' ||
 			c >= '0' && c <= '9' || c == '=' || c == '?' || c >= 'A' && c <= 'Z' || c >= '^' && c <= '~')
-	}) < 0 && !strings.HasPrefix(name, "=?") {
+	}) < 0 && !strings.HasPrefix(name, "=?") && name == strings.Join(strings.Fields(name), " ") {
 		return name
 	}
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name) + `"`
