@@ -2,9 +2,11 @@ package mailer
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,5 +100,35 @@ func TestTranscriptNeverShowsSecrets(t *testing.T) {
 	}
 	if !strings.Contains(logOut.String(), `msg="smtp session open"`) || !strings.Contains(logOut.String(), "level=INFO") {
 		t.Errorf("no session event at Info:\n%s", logOut.String())
+	}
+}
+
+func TestSourceAddressAndDialer(t *testing.T) {
+	remote := make(chan string, 1)
+	srv := newScriptServer(t, func(c *scriptConn) {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		remote <- host
+		c.serve(nil, nil)
+	})
+	c := plain(t, srv.addr(), WithSourceAddress("127.0.0.2"))
+	if err := c.Connect(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-remote; got != "127.0.0.2" {
+		t.Errorf("server saw %s, want 127.0.0.2", got)
+	}
+	var dialled atomic.Int32
+	d := dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialled.Add(1)
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, addr)
+	})
+	c2 := plain(t, srv.addr(), WithDialer(d))
+	if err := c2.Connect(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	<-remote
+	if dialled.Load() != 1 {
+		t.Errorf("custom dialer used %d times", dialled.Load())
 	}
 }
