@@ -134,8 +134,8 @@ func (r Recipient) String() string {
 // formatName renders a display name as atoms, a quoted string (for
 // specials, or spacing that atoms would lose) or RFC 2047 encoded words.
 func formatName(name string) string {
-	if !isASCII(name) {
-		return encodeWord(name)
+	if !isASCII(name) || len(name) > 70 {
+		return qEncode(name)
 	}
 	if strings.IndexFunc(name, func(c rune) bool {
 		return !(c == ' ' || c == '!' || c >= '#' && c <= '\'' || c == '*' || c == '+' || c == '-' || c == '/' ||

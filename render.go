@@ -186,16 +186,33 @@ func (p *prepared) headerFields() ([][2]string, error) {
 	return f, nil
 }
 
-// encodeWord returns s, RFC 2047 encoded if it is not ASCII. The words
-// are kept short, so that the header can be folded between them near 78
+// encodeWord returns s, RFC 2047 encoded if it is not ASCII or has a word
+// too long to fold. The words are kept short, so that the header can be folded between them near 78
 // characters (mime's encoder makes words of up to 75 and leaves ASCII runs
 // unencoded, which cannot be split into words). Only letters, digits and
 // "!*+-/" stay as they are, which RFC 2047 5(3) allows even in a display
 // name.
 func encodeWord(s string) string {
-	if isASCII(s) {
+	if isASCII(s) && !hasLongWord(s) {
 		return s
 	}
+	return qEncode(s)
+}
+
+// hasLongWord reports whether s has a run without white space too long to
+// fit on a folded header line; go-message would split it by inserting a
+// space, which changes the value.
+func hasLongWord(s string) bool {
+	for _, w := range strings.Fields(s) {
+		if len(w) > 70 {
+			return true
+		}
+	}
+	return false
+}
+
+// qEncode encodes s as RFC 2047 Q encoded words of bounded length.
+func qEncode(s string) string {
 	const budget = 45 // encoded bytes per word, besides "=?utf-8?q?" and "?="
 	var b strings.Builder
 	size := 0
