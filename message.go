@@ -178,13 +178,11 @@ type prepared struct {
 	boundary  string // the random part of the MIME boundaries
 }
 
-// prepare validates m and fixes what one send needs. Without SMTPUTF8,
+// prepare fixes what one send needs. Without SMTPUTF8,
 // IDN domains become punycode in envelope and header, and a non-ASCII
 // local part is an error wrapping ErrSMTPUTF8Unsupported.
+// The caller has validated m.
 func (m *Message) prepare(smtputf8 bool) (*prepared, error) {
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
 	p := &prepared{msg: m, messageID: m.MessageID, date: m.Date, smtputf8: smtputf8}
 	if p.date.IsZero() {
 		p.date = time.Now()
@@ -251,6 +249,9 @@ func newMessageID(from string) string {
 // streaming attachment bodies; Date and Message-ID are generated when
 // empty (and not stored back in m). It returns the bytes written.
 func (m *Message) WriteTo(w io.Writer) (int64, error) {
+	if err := m.Validate(); err != nil {
+		return 0, err
+	}
 	p, err := m.prepare(true)
 	if err != nil {
 		return 0, err

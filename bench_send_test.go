@@ -1,0 +1,41 @@
+package mailer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/gomailer/mailer/mailertest"
+)
+
+// BenchmarkSend measures one message on a reused session to the in-process
+// server; the bench module compares it with other clients.
+func BenchmarkSend(b *testing.B) {
+	srv := mailertest.NewServer()
+	defer srv.Close()
+	c, err := NewConnection(srv.Addr(), WithSecurity(SecurityNone))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}},
+		Subject: "bench", Text: strings.Repeat("A line of text in the benchmark message body.\n", 40)}
+	raw := []byte("Subject: bench\r\n\r\n" + strings.Repeat("A line of text in the benchmark message body.\r\n", 40))
+	ctx := testCtx(b)
+	b.Run("Send", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Send(ctx, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("SendRaw", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.SendRaw(ctx, Envelope{From: "a@example.com", To: []string{"b@example.com"}}, bytes.NewReader(raw)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
