@@ -186,14 +186,15 @@ func (p *prepared) headerFields() ([][2]string, error) {
 	return f, nil
 }
 
-// encodeWord returns s, RFC 2047 encoded if it is not ASCII or has a word
-// too long to fold. The words are kept short, so that the header can be folded between them near 78
+// encodeWord returns s, RFC 2047 encoded if it is not ASCII, has a word
+// too long to fold, or holds "=?" that a reader would take for an encoded
+// word. The words are kept short, so that the header can be folded between them near 78
 // characters (mime's encoder makes words of up to 75 and leaves ASCII runs
 // unencoded, which cannot be split into words). Only letters, digits and
 // "!*+-/" stay as they are, which RFC 2047 5(3) allows even in a display
 // name.
 func encodeWord(s string) string {
-	if isASCII(s) && !hasLongWord(s) {
+	if isASCII(s) && !hasLongWord(s) && !strings.Contains(s, "=?") {
 		return s
 	}
 	return qEncode(s)
