@@ -29,6 +29,7 @@ type conn struct {
 	out     []byte // lines ready for go-smtp
 	midLine bool   // out ends inside an over-long line
 	rerr    error
+	buf     [4096]byte
 	counts  map[string]int
 
 	// Protocol state, shared by the read and write sides.
@@ -77,9 +78,8 @@ func (c *conn) Read(p []byte) (int, error) {
 				c.out, c.in, c.midLine = append(c.out, c.in...), nil, true
 				continue
 			}
-			buf := make([]byte, 4096)
-			n, err := c.current().Read(buf)
-			c.in = append(c.in, buf[:n]...)
+			n, err := c.current().Read(c.buf[:])
+			c.in = append(c.in, c.buf[:n]...)
 			if err != nil {
 				c.out, c.in, c.rerr = append(c.out, c.in...), nil, err
 			}
@@ -111,15 +111,15 @@ func (c *conn) Read(p []byte) (int, error) {
 // through; a command is recorded, may trigger a fault, and STARTTLS is
 // carried out here.
 func (c *conn) line(line []byte) error {
-	text := strings.TrimRight(string(line), "\r\n")
+	dot := bytes.Equal(bytes.TrimRight(line, "\r\n"), []byte("."))
 	c.mu.Lock()
 	inData, authing := c.inData, c.authing
-	if inData && text == "." {
+	if inData && dot {
 		c.inData = false
 	}
 	c.mu.Unlock()
 	if inData {
-		if text == "." {
+		if dot {
 			c.counts["DOT"]++
 			if f, ok := c.srv.cfg.match("DOT", c.n, c.counts["DOT"]); ok {
 				return c.apply(f)
@@ -132,6 +132,7 @@ func (c *conn) line(line []byte) error {
 		c.out = append(c.out, line...)
 		return nil
 	}
+	text := strings.TrimRight(string(line), "\r\n")
 	verb, _, _ := strings.Cut(text, " ")
 	verb = strings.ToUpper(verb)
 	c.srv.command(text)

@@ -66,3 +66,47 @@ func sendWithGoMessage(addr string, attachment io.Reader) error {
 	defer c.Close()
 	return c.SendMail(from, []string{to}, pr)
 }
+
+// goMessageRender writes the render benchmark's message with go-message's
+// mail writer directly: the baseline for the render figure.
+type goMessageRender struct {
+	text, html string
+	att        []byte
+}
+
+func (g goMessageRender) WriteTo(w io.Writer) (int64, error) {
+	var h mail.Header
+	h.SetAddressList("From", []*mail.Address{{Address: from}})
+	h.SetAddressList("To", []*mail.Address{{Address: to}})
+	h.SetSubject("Report")
+	mw, err := mail.CreateWriter(w, h)
+	if err != nil {
+		return 0, err
+	}
+	iw, err := mw.CreateInline()
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range []struct{ ct, body string }{{"text/plain", g.text}, {"text/html", g.html}} {
+		var ih mail.InlineHeader
+		ih.SetContentType(p.ct, map[string]string{"charset": "utf-8"})
+		ih.Set("Content-Transfer-Encoding", "quoted-printable")
+		pw, err := iw.CreatePart(ih)
+		if err != nil {
+			return 0, err
+		}
+		io.WriteString(pw, p.body)
+		pw.Close()
+	}
+	iw.Close()
+	var ah mail.AttachmentHeader
+	ah.SetFilename("small.pdf")
+	ah.SetContentType("application/pdf", nil)
+	aw, err := mw.CreateAttachment(ah)
+	if err != nil {
+		return 0, err
+	}
+	aw.Write(g.att)
+	aw.Close()
+	return 0, mw.Close()
+}
