@@ -84,9 +84,15 @@ func ProxyFromURL(raw string) (*Proxy, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("mailer: invalid proxy URL %q", redactURL(raw))
 	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("mailer: proxy URL %q has a path, query or fragment", redactURL(raw))
+	}
 	p := &Proxy{scheme: strings.ToLower(u.Scheme), user: u.User.Username()}
 	p.pass, _ = u.User.Password()
 	port := u.Port()
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		return nil, fmt.Errorf("mailer: proxy URL %q: port out of range", redactURL(raw))
+	}
 	switch p.scheme {
 	case "socks4", "socks4a", "socks5", "socks5h":
 		port = cmpOr(port, "1080")
@@ -240,10 +246,16 @@ func (p *Proxy) handshake(ctx context.Context, conn net.Conn, addr string) (net.
 	default:
 		out, err = p.httpConnect(conn, addr)
 	}
-	if err == nil && stop() {
-		conn.SetDeadline(time.Time{})
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	if !stop() {
+		// The context ended as the handshake finished: the connection
+		// now has a past deadline and is no use.
+		return nil, p.fail(addr, 0, ErrProxyUnreachable, ctx.Err())
+	}
+	conn.SetDeadline(time.Time{})
+	return out, nil
 }
 
 // socks5Replies names the SOCKS5 reply codes as x/net/proxy's errors spell

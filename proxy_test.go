@@ -302,6 +302,41 @@ func TestProxyFailures(t *testing.T) {
 	}
 }
 
+// A context that ends as the handshake completes must not yield a
+// connection with a past deadline.
+func TestHandshakeRacingContext(t *testing.T) {
+	fp := startFakeProxy(t, &fakeProxy{kind: "http"})
+	srv := newTestServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := net.Dial("tcp", fp.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := HTTPProxy(fp.addr(), "", "")
+	// Cancel from inside the handshake's last step: wrap the conn so the
+	// first read (the proxy's reply) cancels the context.
+	out, err := p.handshake(ctx, &cancelOnRead{Conn: conn, cancel: cancel}, net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port())))
+	if err == nil {
+		out.Close()
+		t.Fatal("handshake succeeded with its context cancelled")
+	}
+	if !errors.Is(err, ErrProxyUnreachable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+type cancelOnRead struct {
+	net.Conn
+	cancel func()
+}
+
+func (c *cancelOnRead) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.cancel()
+	return n, err
+}
+
 func TestSilentProxyTimesOut(t *testing.T) {
 	srv := newTestServer(t)
 	for _, mk := range []func(string) *Proxy{
@@ -341,7 +376,8 @@ func TestProxyFromURL(t *testing.T) {
 	if p, _ := ProxyFromURL("http://u:p%40ss@[::1]:3128"); p.pass != "p@ss" {
 		t.Errorf("password %q", p.pass)
 	}
-	for _, bad := range []string{"ftp://x:1", "socks5://user:hunter2@", "://user:hunter2@x", "x"} {
+	for _, bad := range []string{"ftp://x:1", "socks5://user:hunter2@", "://user:hunter2@x", "x",
+		"socks5://user:hunter2@h:99999", "http://user:hunter2@h:8080/path", "http://h:8080?x=1", "socks5://h:0"} {
 		_, err := ProxyFromURL(bad)
 		if err == nil || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("ProxyFromURL(%q) = %v", bad, err)
