@@ -121,7 +121,7 @@ func (a *authConfig) authenticate(ctx context.Context, c authClient, offered []s
 		return "", err
 	}
 	if a.tokens == nil {
-		cl := a.passwordClient(mech)
+		cl := a.passwordClient(ctx, mech)
 		if err := c.Auth(cl); err != nil {
 			return mech, authError(mech, err)
 		}
@@ -191,12 +191,12 @@ func (a *authConfig) choose(order, offered []string, encrypted bool) (string, er
 	return "", fmt.Errorf("%w: the server offers %v; allowed: %v", ErrAuthUnavailable, offered, allowed)
 }
 
-func (a *authConfig) passwordClient(mech string) sasl.Client {
+func (a *authConfig) passwordClient(ctx context.Context, mech string) sasl.Client {
 	switch mech {
 	case AuthSCRAMSHA256:
-		return newSCRAMClient(mech, sha256Hash, a.username, a.password)
+		return newSCRAMClient(ctx, mech, sha256Hash, a.username, a.password)
 	case AuthSCRAMSHA1:
-		return newSCRAMClient(mech, sha1Hash, a.username, a.password)
+		return newSCRAMClient(ctx, mech, sha1Hash, a.username, a.password)
 	case AuthCRAMMD5:
 		return &cramMD5Client{a.username, a.password}
 	case AuthLogin:
@@ -263,7 +263,7 @@ func (c *loginClient) Next(challenge []byte) ([]byte, error) {
 	case c.step == 2:
 		return []byte(c.pass), nil
 	}
-	return nil, fmt.Errorf("mailer: LOGIN: unexpected challenge %q", challenge)
+	return nil, fmt.Errorf("mailer: LOGIN: unexpected challenge %q", clip(string(challenge)))
 }
 
 // cramMD5Client speaks CRAM-MD5 (RFC 2195), which go-sasl lacks.

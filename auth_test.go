@@ -32,14 +32,18 @@ func TestSCRAMVectors(t *testing.T) {
 			"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
 			"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
 			"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
-			func(u, p string) *scramClient { return newSCRAMClient(AuthSCRAMSHA1, sha1Hash, u, p) },
+			func(u, p string) *scramClient {
+				return newSCRAMClient(context.Background(), AuthSCRAMSHA1, sha1Hash, u, p)
+			},
 		},
 		{ // RFC 7677 section 3
 			AuthSCRAMSHA256, "rOprNGfwEbeRWgbNEkqO",
 			"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
 			"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
 			"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
-			func(u, p string) *scramClient { return newSCRAMClient(AuthSCRAMSHA256, sha256Hash, u, p) },
+			func(u, p string) *scramClient {
+				return newSCRAMClient(context.Background(), AuthSCRAMSHA256, sha256Hash, u, p)
+			},
 		},
 	}
 	for _, tc := range cases {
@@ -65,12 +69,12 @@ func TestSCRAMVectors(t *testing.T) {
 			t.Errorf("%s: forged server signature accepted", tc.mech)
 		}
 	}
-	c := newSCRAMClient(AuthSCRAMSHA256, sha256Hash, "a=b,c", "p")
+	c := newSCRAMClient(context.Background(), AuthSCRAMSHA256, sha256Hash, "a=b,c", "p")
 	if _, first, _ := c.Start(); !strings.HasPrefix(string(first), "n,,n=a=3Db=2Cc,r=") {
 		t.Errorf("user name not escaped: %q", first)
 	}
 	for _, serverFirst := range []string{"r=other,s=QSXCR+Q6sek8bf92,i=4096", "r=" + c.nonce + "x,s=,i=4096", "r=" + c.nonce + "x,s=QSXCR+Q6sek8bf92,i=0"} {
-		c := newSCRAMClient(AuthSCRAMSHA256, sha256Hash, "u", "p")
+		c := newSCRAMClient(context.Background(), AuthSCRAMSHA256, sha256Hash, "u", "p")
 		c.Start()
 		if _, err := c.Next([]byte(strings.Replace(serverFirst, "r="+c.nonce, "r="+c.nonce, 1))); err == nil {
 			t.Errorf("bad server-first %q accepted", serverFirst)

@@ -22,6 +22,10 @@ type Connection struct {
 	sink  *transcriptSink
 	slots chan struct{} // a token for each session allowed to be in use
 	done  chan struct{} // closed by Close
+	// stop ends every operation in flight, dials included, when Close
+	// is called.
+	stopCtx context.Context
+	stop    context.CancelFunc
 
 	mu     sync.Mutex
 	idle   []*session
@@ -55,11 +59,14 @@ func NewConnection(server string, opts ...Option) (*Connection, error) {
 	if err != nil {
 		return nil, err
 	}
+	stopCtx, stop := context.WithCancel(context.Background())
 	return &Connection{
-		cfg:   cfg,
-		sink:  newTranscriptSink(cfg),
-		slots: make(chan struct{}, cfg.maxConns),
-		done:  make(chan struct{}),
+		cfg:     cfg,
+		sink:    newTranscriptSink(cfg),
+		slots:   make(chan struct{}, cfg.maxConns),
+		done:    make(chan struct{}),
+		stopCtx: stopCtx,
+		stop:    stop,
 	}, nil
 }
 
@@ -67,7 +74,7 @@ func NewConnection(server string, opts ...Option) (*Connection, error) {
 // keeps it for the next Send, so that a wrong address, certificate or
 // password shows up at start-up. It returns the same errors Send would.
 func (c *Connection) Connect(ctx context.Context) error {
-	return c.run(ctx, func(*session) error { return nil })
+	return c.run(ctx, func(context.Context, *session) error { return nil })
 }
 
 // Send sends msg: it validates it, derives the envelope (From; To, Cc and
@@ -83,7 +90,7 @@ func (c *Connection) Send(ctx context.Context, msg *Message) (*SendResult, error
 		return nil, err
 	}
 	var res *SendResult
-	err := c.run(ctx, func(s *session) error {
+	err := c.run(ctx, func(ctx context.Context, s *session) error {
 		p, err := msg.prepare(s.has("SMTPUTF8"))
 		if err != nil {
 			return err
@@ -125,7 +132,7 @@ func (c *Connection) SendRaw(ctx context.Context, env Envelope, r io.Reader) (*S
 		tx.size = int64(l.Len())
 	}
 	var res *SendResult
-	err := c.run(ctx, func(s *session) error {
+	err := c.run(ctx, func(ctx context.Context, s *session) error {
 		var err error
 		res, err = s.send(ctx, tx, c.cfg.partialDelivery)
 		return err
@@ -169,18 +176,19 @@ func isASCII(s string) bool {
 // Noop sends NOOP on a session, opening one if needed, to check that the
 // server answers. A failure is returned as Send would return it.
 func (c *Connection) Noop(ctx context.Context) error {
-	return c.run(ctx, func(s *session) error { return s.noop(ctx) })
+	return c.run(ctx, func(ctx context.Context, s *session) error { return s.noop(ctx) })
 }
 
 // Verify asks the server whether addr is a valid mailbox (VRFY). It returns
-// nil if the server confirms it (250 or 251); otherwise an *SMTPError whose
+// nil if the server confirms it (250, or 251 for a mailbox it forwards to);
+// otherwise an *SMTPError whose
 // Code tells "cannot verify, will try" (252) from "no such user" (550) and
 // "VRFY disabled" (502). Many servers answer 252 to everything.
 func (c *Connection) Verify(ctx context.Context, addr string) error {
 	if strings.ContainsAny(addr, "\r\n\x00") {
 		return fmt.Errorf("%w: %q", ErrHeaderInjection, addr)
 	}
-	return c.run(ctx, func(s *session) error { return s.verify(ctx, addr) })
+	return c.run(ctx, func(ctx context.Context, s *session) error { return s.verify(ctx, addr) })
 }
 
 // Extensions returns the EHLO keywords the server announced in the most
@@ -236,9 +244,14 @@ func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
 	return *c.tls, true
 }
 
-// Close sends QUIT on every idle session and closes it; sessions in use are
-// closed when their command finishes. Further calls fail with ErrClosed.
-// Close is idempotent and always returns nil.
+// closeQuitTimeout bounds the wait for the QUIT replies when closing.
+const closeQuitTimeout = 2 * time.Second
+
+// Close interrupts every operation in flight (a send interrupted after the
+// final dot fails with ErrOutcomeUnknown), sends QUIT on every idle session
+// at once, waiting at most two seconds for the replies, and closes the
+// connections. Further calls fail with ErrClosed. Close is idempotent and
+// always returns nil.
 func (c *Connection) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -247,25 +260,32 @@ func (c *Connection) Close() error {
 	}
 	c.closed = true
 	close(c.done)
+	c.stop()
 	idle := c.idle
 	c.idle = nil
 	c.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, s := range idle {
-		s.quit()
+		wg.Go(func() { s.quit(closeQuitTimeout) })
 	}
+	wg.Wait()
 	return nil
 }
 
-// run calls fn with a session. A pooled session that turns out to be dead
-// at the start of a transaction (staleError: nothing was sent) is replaced
-// by a new one and fn runs again.
-func (c *Connection) run(ctx context.Context, fn func(*session) error) error {
+// run calls fn with a session and a context that also ends when the
+// Connection is closed. A pooled session that turns out to be dead at the
+// start of a transaction (staleError: nothing was sent) is replaced by a
+// new one and fn runs again.
+func (c *Connection) run(ctx context.Context, fn func(context.Context, *session) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.stopCtx, cancel)()
 	for attempt := 0; ; attempt++ {
 		s, err := c.acquire(ctx)
 		if err != nil {
-			return err
+			return c.closedErr(err)
 		}
-		err = fn(s)
+		err = fn(ctx, s)
 		c.release(s)
 		var stale *staleError
 		if errors.As(err, &stale) {
@@ -274,8 +294,16 @@ func (c *Connection) run(ctx context.Context, fn func(*session) error) error {
 			}
 			return stale.err
 		}
+		return c.closedErr(err)
+	}
+}
+
+// closedErr marks err as caused by Close, when it was.
+func (c *Connection) closedErr(err error) error {
+	if err == nil || c.stopCtx.Err() == nil || errors.Is(err, ErrClosed) {
 		return err
 	}
+	return fmt.Errorf("%w: %w", ErrClosed, err)
 }
 
 // acquire takes a session slot and returns an idle session, checked with
@@ -340,7 +368,7 @@ func (c *Connection) release(s *session) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		s.quit()
+		s.close()
 		return
 	}
 	c.idle = append(c.idle, s)

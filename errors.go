@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 )
@@ -39,7 +40,39 @@ var (
 	ErrOutcomeUnknown = errors.New("mailer: connection lost before the server confirmed the message")
 	// ErrClosed means the Connection was closed.
 	ErrClosed = errors.New("mailer: connection closed")
+	// ErrReplyTooLarge means a server or proxy sent a reply longer than the
+	// client reads (see docs/connection.md for the limits); the connection
+	// was dropped.
+	ErrReplyTooLarge = errors.New("mailer: reply exceeds the client's limits")
 )
+
+// maxServerText bounds the server-supplied text kept in an error or a log
+// line.
+const maxServerText = 512
+
+// clip makes server-supplied text safe for an error or a log line: control
+// and non-printing characters (and invalid UTF-8) are escaped, newlines
+// excepted, and the text is cut to maxServerText bytes with an ellipsis.
+func clip(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if b.Len() >= maxServerText {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case r == utf8.RuneError && len(s[i:]) > 0 && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\n' || r == ' ' || strconv.IsPrint(r):
+			b.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
 
 // EnhancedCode is an RFC 3463 enhanced status code such as 5.1.1.
 // The zero value means the server sent none.
@@ -122,13 +155,11 @@ type RejectedRecipient struct {
 	Err error
 }
 
-// RecipientsError reports the recipients the server refused. Unless
-// partial delivery is enabled, nothing was sent when it is returned.
+// RecipientsError reports the recipients the server refused. Nothing was
+// sent when it is returned: with partial delivery, refusals are reported in
+// SendResult.Rejected instead, unless every recipient was refused.
 type RecipientsError struct {
 	Rejected []RejectedRecipient
-	// Sent reports whether the message went to the recipients that were
-	// accepted (partial delivery).
-	Sent bool
 }
 
 // Error lists every refused address with the server's reply.
@@ -146,9 +177,7 @@ func (e *RecipientsError) Error() string {
 		}
 		fmt.Fprintf(&b, "<%s>: %s", r.Address, strings.TrimPrefix(r.Err.Error(), "mailer: "))
 	}
-	if !e.Sent {
-		b.WriteString(" (nothing sent)")
-	}
+	b.WriteString(" (nothing sent)")
 	return b.String()
 }
 
@@ -174,7 +203,7 @@ func replyError(cmd string, err error) error {
 		return &SMTPError{
 			Code:         se.Code,
 			EnhancedCode: EnhancedCode(se.EnhancedCode),
-			Message:      se.Message,
+			Message:      clip(se.Message),
 			Command:      cmd,
 		}
 	}
@@ -184,6 +213,7 @@ func replyError(cmd string, err error) error {
 // newReply makes an *SMTPError from a reply the package read itself,
 // taking an RFC 3463 enhanced code off the front of the text if present.
 func newReply(cmd string, code int, msg string) *SMTPError {
+	msg = clip(msg)
 	e := &SMTPError{Code: code, Message: msg, Command: cmd}
 	first, rest, ok := strings.Cut(msg, " ")
 	if !ok {
@@ -207,6 +237,13 @@ func newReply(cmd string, code int, msg string) *SMTPError {
 	e.EnhancedCode, e.Message = ec, rest
 	return e
 }
+
+// clippedError shows a wrapped error's text through clip, for errors whose
+// text may carry what a server or proxy sent.
+type clippedError struct{ err error }
+
+func (e *clippedError) Error() string { return clip(e.err.Error()) }
+func (e *clippedError) Unwrap() error { return e.err }
 
 // timeoutError is returned when a configured timeout (not the caller's
 // context) expires. It matches context.DeadlineExceeded with errors.Is, like

@@ -52,6 +52,7 @@ type config struct {
 	timeout          time.Duration
 	dataTimeout      time.Duration
 	healthCheckAfter time.Duration
+	minDataRate      int64
 
 	localName    string
 	sourceAddr   *net.TCPAddr
@@ -76,6 +77,7 @@ func newConfig(server string, opts []Option) (*config, error) {
 		timeout:          defaultTimeout,
 		dataTimeout:      defaultDataTimeout,
 		healthCheckAfter: defaultHealthCheckAfter,
+		minDataRate:      defaultMinDataRate,
 		localName:        "localhost",
 		maxConns:         1,
 	}
@@ -239,6 +241,23 @@ func WithTimeout(d time.Duration) Option {
 // may be scanning the message.
 func WithDataTimeout(d time.Duration) Option {
 	return durationOption("data", d, func(c *config) *time.Duration { return &c.dataTimeout })
+}
+
+// WithMinDataRate sets the slowest average rate, in bytes per second, at
+// which the server must take message data once the command timeout
+// (WithTimeout) has passed since the data began: a server that reads a
+// trickle fails the send with a timeout instead of holding the session for
+// as long as the context allows. The default is 16 KiB/s; 0 turns the
+// check off, leaving only the per-write timeout. A negative rate is an
+// error.
+func WithMinDataRate(bytesPerSecond int64) Option {
+	return func(c *config) error {
+		if bytesPerSecond < 0 {
+			return fmt.Errorf("mailer: negative minimum data rate %d", bytesPerSecond)
+		}
+		c.minDataRate = bytesPerSecond
+		return nil
+	}
 }
 
 func durationOption(name string, d time.Duration, field func(*config) *time.Duration) Option {

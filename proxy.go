@@ -19,6 +19,9 @@ import (
 	"golang.org/x/net/proxy"
 )
 
+// maxProxyReply bounds an HTTP proxy's reply to CONNECT, headers included.
+const maxProxyReply = 16 << 10
+
 // Sentinel errors for a failed proxy hop, usable with errors.Is on a
 // *ProxyError.
 var (
@@ -129,7 +132,7 @@ func redactURL(raw string) string {
 }
 
 // String returns the proxy as a URL with the password replaced by "***".
-func (p *Proxy) String() string {
+func (p Proxy) String() string {
 	u := url.URL{Scheme: p.scheme, Host: p.addr}
 	if p.user != "" {
 		if p.pass != "" {
@@ -139,6 +142,16 @@ func (p *Proxy) String() string {
 		}
 	}
 	return strings.Replace(u.String(), "%2A%2A%2A", "***", 1)
+}
+
+// Format prints the proxy as String does, whatever the verb (%#v as
+// mailer.Proxy("...")), so that no verb prints the password.
+func (p Proxy) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprintf(f, "mailer.Proxy(%q)", p.String())
+		return
+	}
+	_, _ = io.WriteString(f, p.String())
 }
 
 // ProxyError reports a failed connection through a proxy. Its Err wraps
@@ -302,7 +315,7 @@ func (p *Proxy) socks5(ctx context.Context, conn net.Conn, addr string) (net.Con
 			return nil, p.fail(addr, code, kind, errors.New(name))
 		}
 	}
-	return nil, p.fail(addr, 0, ErrProxyRefused, err)
+	return nil, p.fail(addr, 0, ErrProxyRefused, &clippedError{err})
 }
 
 // resolveHost returns addr with its host resolved locally to an IP
@@ -381,20 +394,27 @@ func (p *Proxy) httpConnect(conn net.Conn, addr string) (net.Conn, error) {
 	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
 		return nil, p.fail(addr, 0, ErrProxyUnreachable, err)
 	}
-	br := bufio.NewReader(conn)
+	// net/http reads a response of any size: the proxy's reply, headers
+	// included, is read through a limit.
+	lr := &io.LimitedReader{R: conn, N: maxProxyReply}
+	br := bufio.NewReader(lr)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
-		return nil, p.fail(addr, 0, ErrProxyUnreachable, err)
+		if lr.N == 0 {
+			return nil, p.fail(addr, 0, ErrProxyRefused, fmt.Errorf("%w: more than %d bytes of HTTP reply", ErrReplyTooLarge, maxProxyReply))
+		}
+		return nil, p.fail(addr, 0, ErrProxyUnreachable, &clippedError{err})
 	}
 	resp.Body.Close()
+	status := errors.New(clip(resp.Status))
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
 	case code == http.StatusProxyAuthRequired || code == http.StatusUnauthorized: // tinyproxy answers 401
-		return nil, p.fail(addr, code, ErrProxyAuth, errors.New(resp.Status))
+		return nil, p.fail(addr, code, ErrProxyAuth, status)
 	case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
-		return nil, p.fail(addr, code, ErrDestinationUnreachable, errors.New(resp.Status))
+		return nil, p.fail(addr, code, ErrDestinationUnreachable, status)
 	default:
-		return nil, p.fail(addr, code, ErrProxyRefused, errors.New(resp.Status))
+		return nil, p.fail(addr, code, ErrProxyRefused, status)
 	}
 	if n := br.Buffered(); n > 0 {
 		early, _ := br.Peek(n)

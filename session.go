@@ -1,10 +1,10 @@
 package mailer
 
 import (
-	"bufio"
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/net/proxy"
 )
@@ -58,7 +59,7 @@ func dial(ctx context.Context, cfg *config, sink *transcriptSink, id int) (*sess
 	if err != nil {
 		return nil, err
 	}
-	s.t = newTransport(raw, newTranscript(sink, id), cfg.timeout)
+	s.t = newTransport(raw, newTranscript(sink, id), cfg.timeout, cfg.minDataRate)
 	unbind := s.t.bind(ctx)
 	defer unbind()
 	if err := s.open(ctx, security); err != nil {
@@ -81,7 +82,12 @@ func dial(ctx context.Context, cfg *config, sink *transcriptSink, id int) (*sess
 // connect makes the TCP connection, through the proxy if there is one.
 func (s *session) connect(ctx context.Context) (net.Conn, error) {
 	cfg := s.cfg
-	var base proxy.ContextDialer = &net.Dialer{LocalAddr: cfg.sourceAddr}
+	nd := &net.Dialer{}
+	if cfg.sourceAddr != nil {
+		// Only when set: a typed nil in LocalAddr reads "dial tcp <nil>->".
+		nd.LocalAddr = cfg.sourceAddr
+	}
+	var base proxy.ContextDialer = nd
 	if cfg.dialer != nil {
 		base = cfg.dialer
 	}
@@ -126,10 +132,14 @@ func (s *session) open(ctx context.Context, security Security) error {
 	}
 	if s.cfg.auth.enabled() {
 		_, encrypted := s.t.tlsState()
-		mech, err := s.cfg.auth.authenticate(ctx, s.c, authMechanisms(s.ext), encrypted)
+		mech, err := s.cfg.auth.authenticate(ctx, authFunc(s.auth), authMechanisms(s.ext), encrypted)
 		if err != nil {
-			err = s.fail(ctx, "", s.cfg.timeout, err)
-			s.quit()
+			cmd := "AUTH"
+			if mech != "" {
+				cmd += " " + mech
+			}
+			err = s.fail(ctx, cmd, s.cfg.timeout, err)
+			s.quit(quitTimeout)
 			return err
 		}
 		s.mech = mech
@@ -163,18 +173,14 @@ func (s *session) handshake(ctx context.Context, what string) error {
 func (s *session) readGreeting(ctx context.Context, security Security) error {
 	_ = s.t.SetDeadline(time.Now().Add(s.cfg.greetingTimeout))
 	defer s.t.SetDeadline(time.Time{})
-	var raw bytes.Buffer
-	br := bufio.NewReader(io.TeeReader(s.t, &raw))
-	if b, err := br.Peek(1); err == nil && (b[0] == 0x15 || b[0] == 0x16) {
+	if b, err := s.t.peekByte(); err == nil && (b == 0x15 || b == 0x16) {
 		return fmt.Errorf("mailer: greeting from %s: got a TLS record: this port speaks TLS at once; use SecurityTLS", s.addr)
 	}
-	code, msg, err := textproto.NewReader(br).ReadResponse(220)
+	s.t.startCapture()
+	code, msg, err := s.t.readReply()
+	greeting := s.t.stopCapture()
 	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			return s.fail(ctx, "greeting", 0, newReply("greeting", code, msg))
-		}
-		if raw.Len() == 0 && isTimeout(err) && ctx.Err() == nil && security != SecurityTLS {
+		if s.t.bytesRead() == 0 && isTimeout(err) && !ctxExpired(ctx) && security != SecurityTLS {
 			return &timeoutError{
 				what: fmt.Sprintf("no greeting from %s within %v: is this an implicit-TLS port? try SecurityTLS", s.addr, s.cfg.greetingTimeout),
 				err:  err,
@@ -182,10 +188,11 @@ func (s *session) readGreeting(ctx context.Context, security Security) error {
 		}
 		return s.fail(ctx, "greeting", s.cfg.greetingTimeout, err)
 	}
-	all := raw.Bytes()
-	s.greeting = append([]byte(nil), all[:len(all)-br.Buffered()]...)
-	// Anything the server sent after its greeting goes to go-smtp too.
-	s.t.setReplay(all)
+	if code != 220 {
+		return s.fail(ctx, "greeting", 0, newReply("greeting", code, msg))
+	}
+	s.greeting = greeting
+	s.t.setReplay(greeting)
 	return nil
 }
 
@@ -213,30 +220,22 @@ func (s *session) startTLS(ctx context.Context, required bool) error {
 		if !required {
 			return nil
 		}
-		s.quit()
+		s.quit(quitTimeout)
 		return fmt.Errorf("%w: %s does not offer STARTTLS (nothing was sent; SecuritySTARTTLSOptional would go on unencrypted)", ErrTLSRequired, s.addr)
 	}
-	_ = s.t.SetDeadline(time.Now().Add(s.cfg.timeout))
-	_, err := io.WriteString(s.t, "STARTTLS\r\n")
-	var code int
-	var msg string
-	if err == nil {
-		// Bytes the server sends after this reply and before the
-		// handshake are dropped with this reader, as RFC 3207 5 demands.
-		code, msg, err = textproto.NewReader(bufio.NewReader(s.t)).ReadResponse(220)
-	}
-	_ = s.t.SetDeadline(time.Time{})
+	// Bytes the server sends after this reply and before the handshake
+	// are dropped when TLS starts, as RFC 3207 5 demands.
+	code, msg, err := s.command("STARTTLS")
 	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			serr := s.fail(ctx, "STARTTLS", 0, newReply("STARTTLS", code, msg))
-			if !required && !s.dead {
-				return nil
-			}
-			s.quit()
-			return fmt.Errorf("%w: %w", ErrTLSRequired, serr)
-		}
 		return s.fail(ctx, "STARTTLS", s.cfg.timeout, err)
+	}
+	if code != 220 {
+		serr := s.fail(ctx, "STARTTLS", 0, newReply("STARTTLS", code, msg))
+		if !required && !s.dead {
+			return nil
+		}
+		s.quit(quitTimeout)
+		return fmt.Errorf("%w: %w", ErrTLSRequired, serr)
 	}
 	if err := s.handshake(ctx, "STARTTLS handshake"); err != nil {
 		return err
@@ -244,6 +243,72 @@ func (s *session) startTLS(ctx context.Context, required bool) error {
 	s.t.setReplay(s.greeting)
 	return s.hello(ctx)
 }
+
+// command writes one command line and reads its reply, within the command
+// timeout. The session uses it for the commands it speaks itself.
+func (s *session) command(line string) (int, string, error) {
+	_ = s.t.SetDeadline(time.Now().Add(s.cfg.timeout))
+	defer s.t.SetDeadline(time.Time{})
+	if _, err := io.WriteString(s.t, line+"\r\n"); err != nil {
+		return 0, "", err
+	}
+	return s.t.readReply()
+}
+
+// auth runs one SASL exchange (RFC 4954 4). It is written here rather than
+// left to go-smtp's Client.Auth, which answers a final failure reply with
+// a "*" cancel, and so that the transcript redacts every line the client
+// writes during the exchange, whatever the server replies.
+func (s *session) auth(cl sasl.Client) error {
+	mech, ir, err := cl.Start()
+	if err != nil {
+		return err
+	}
+	line := "AUTH " + mech
+	switch {
+	case len(ir) > 0:
+		line += " " + base64.StdEncoding.EncodeToString(ir)
+	case ir != nil:
+		line += " =" // an empty initial response
+	}
+	s.t.secret(true)
+	defer s.t.secret(false)
+	for {
+		code, msg, err := s.command(line)
+		if err != nil {
+			return err
+		}
+		switch code {
+		case 235:
+			return nil
+		case 334:
+		default:
+			return newReply("AUTH "+mech, code, msg)
+		}
+		challenge, err := base64.StdEncoding.DecodeString(msg)
+		if err != nil {
+			err = fmt.Errorf("mailer: AUTH %s: a challenge that is not base64: %q", mech, clip(msg))
+		}
+		var resp []byte
+		if err == nil {
+			resp, err = cl.Next(challenge)
+		}
+		if err != nil {
+			// RFC 4954 4: "*" cancels the exchange; the server answers
+			// 501, and the session stays usable.
+			if _, _, cerr := s.command("*"); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+		line = base64.StdEncoding.EncodeToString(resp)
+	}
+}
+
+// authFunc adapts a session's auth method to authClient.
+type authFunc func(sasl.Client) error
+
+func (f authFunc) Auth(c sasl.Client) error { return f(c) }
 
 // parseEHLO returns the keywords of the last 250 reply in b.
 func parseEHLO(b []byte) map[string]string {
@@ -316,9 +381,13 @@ func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err
 		return err
 	}
 	s.dead = true
+	var pe textproto.ProtocolError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("malformed reply: %s", clip(string(pe)))
+	}
 	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("mailer: %s: %w", cmd, ctx.Err())
+	case ctxExpired(ctx):
+		return fmt.Errorf("mailer: %s: %w", cmp.Or(cmd, "connection"), cmp.Or(ctx.Err(), context.DeadlineExceeded))
 	case isTimeout(err) && limit > 0:
 		return &timeoutError{what: strings.TrimPrefix(fmt.Sprintf("%s: no reply from %s within %v", cmd, s.addr, limit), ": "), err: err}
 	case errors.Is(err, ErrTLSRequired), errors.Is(err, ErrAuthUnavailable), errors.Is(err, ErrInsecureAuth):
@@ -326,10 +395,22 @@ func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err
 		// the session is useless.
 		return err
 	}
-	if cmd == "" {
+	if cmd == "" || strings.HasPrefix(err.Error(), "mailer: ") {
+		// Already one of the package's errors, which says what failed.
 		return err
 	}
 	return fmt.Errorf("mailer: %s: %w", cmd, err)
+}
+
+// ctxExpired reports whether ctx is done or its deadline has passed. The
+// transport's deadline is the context's, so a read can time out an
+// instant before the context itself reports the end.
+func ctxExpired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func isTimeout(err error) bool {
@@ -383,11 +464,13 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 		return nil, err
 	}
 	s.t.resetWriteErr()
+	s.t.startData()
 	cw := newCRLFWriter(w)
 	err = tx.body(cw)
 	if err == nil {
 		err = cw.Close()
 	}
+	s.t.endData()
 	if err != nil {
 		// Never let the final dot commit a truncated message: drop the
 		// connection instead.
@@ -414,7 +497,7 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 		return nil, err
 	}
 	s.lastUsed = time.Now()
-	res.Response = resp.StatusText
+	res.Response = clip(resp.StatusText)
 	s.sink.event(s.id, "smtp message sent", slog.Int("recipients", len(res.Accepted)),
 		slog.Int("refused", len(res.Rejected)), slog.String("response", res.Response))
 	return res, nil
@@ -450,16 +533,20 @@ func (s *session) verify(ctx context.Context, addr string) error {
 	defer unbind()
 	s.used = true
 	if err := s.c.Verify(addr); err != nil {
-		return s.fail(ctx, "VRFY", s.cfg.timeout, err)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 251 {
+			return s.fail(ctx, "VRFY", s.cfg.timeout, err)
+		}
+		// 251 "user not local; will forward": go-smtp wants exactly 250.
 	}
 	s.lastUsed = time.Now()
 	return nil
 }
 
-// quit says QUIT, waiting at most a few seconds for the reply, and closes
-// the connection.
-func (s *session) quit() {
-	ctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.timeout, 5*time.Second))
+// quit says QUIT, waiting at most wait (and the command timeout) for the
+// reply, and closes the connection.
+func (s *session) quit(wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.timeout, wait))
 	defer cancel()
 	unbind := s.t.bind(ctx)
 	if s.c != nil {
@@ -475,6 +562,9 @@ func (s *session) close() {
 	s.t.Close()
 	s.sink.event(s.id, "smtp session closed", slog.String("server", s.addr))
 }
+
+// quitTimeout bounds the wait for the reply to QUIT.
+const quitTimeout = 5 * time.Second
 
 // staleError marks a pooled session found dead at MAIL: nothing was sent,
 // so the transaction may run again on a fresh session.

@@ -56,17 +56,19 @@ func (s *transcriptSink) event(session int, msg string, attrs ...slog.Attr) {
 	s.logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
 
-// transcript turns one session's byte streams into protocol lines. It
-// redacts every client line of an AUTH exchange (the AUTH command keeps its
-// mechanism name only) and summarises message data as a byte count.
+// transcript turns one session's byte streams into protocol lines. What
+// is redacted is decided by what the client writes, never by the server's
+// replies: while the session sends a credential (setSecret), every client
+// line is redacted (an AUTH command keeps its mechanism name only), and
+// message data from startData to the final dot is summarised as a byte
+// count. Every line is escaped and cut like server text in errors.
 type transcript struct {
 	sink    *transcriptSink
 	session int
 
 	mu         sync.Mutex
 	cbuf, sbuf []byte // partial client and server lines
-	auth       bool   // inside an AUTH exchange
-	dataCmd    bool   // DATA sent, 354 not yet seen
+	secret     bool   // the client is sending a credential
 	inData     bool   // message data is being sent
 	dataBytes  int64
 }
@@ -82,6 +84,21 @@ func newTranscript(sink *transcriptSink, session int) *transcript {
 func (t *transcript) reset() {
 	t.mu.Lock()
 	t.cbuf, t.sbuf = t.cbuf[:0], t.sbuf[:0]
+	t.mu.Unlock()
+}
+
+// setSecret marks the client lines written from now on as credentials, or
+// no longer.
+func (t *transcript) setSecret(on bool) {
+	t.mu.Lock()
+	t.secret = on
+	t.mu.Unlock()
+}
+
+// startData summarises the client lines from now to the lone dot.
+func (t *transcript) startData() {
+	t.mu.Lock()
+	t.inData, t.dataBytes = true, 0
 	t.mu.Unlock()
 }
 
@@ -133,37 +150,23 @@ func (t *transcript) clientLine(line []byte) {
 		return
 	}
 	text := string(line)
-	switch {
-	case t.auth:
-		text = "[redacted]"
-	case len(text) >= 5 && strings.EqualFold(text[:5], "AUTH "):
-		t.auth = true
+	if t.secret {
 		fields := strings.Fields(text)
-		text = "AUTH"
-		if len(fields) > 1 {
-			text += " " + fields[1]
+		if len(fields) > 0 && strings.EqualFold(fields[0], "AUTH") {
+			text = "AUTH"
+			if len(fields) > 1 {
+				text += " " + fields[1]
+			}
+			if len(fields) > 2 {
+				text += " [redacted]"
+			}
+		} else {
+			text = "[redacted]"
 		}
-		if len(fields) > 2 {
-			text += " [redacted]"
-		}
-	case strings.EqualFold(text, "DATA"):
-		t.dataCmd = true
 	}
-	t.sink.line(t.session, "C", text)
+	t.sink.line(t.session, "C", clip(text))
 }
 
 func (t *transcript) serverLine(line []byte) {
-	text := string(line)
-	// A reply's last line has a space (or nothing) after the code.
-	final := len(text) < 4 || text[3] != '-'
-	if final && t.auth && !strings.HasPrefix(text, "334") {
-		t.auth = false
-	}
-	if final && t.dataCmd {
-		t.dataCmd = false
-		if strings.HasPrefix(text, "354") {
-			t.inData, t.dataBytes = true, 0
-		}
-	}
-	t.sink.line(t.session, "S", text)
+	t.sink.line(t.session, "S", clip(string(line)))
 }

@@ -11,34 +11,53 @@ func TestTranscriptRedactsAuthAndSummarisesData(t *testing.T) {
 	sink := &transcriptSink{w: &out}
 	tr := newTranscript(sink, 1)
 	secret := "AGFsaWNlAHMzY3JldA=="
+	// The session marks credentials (setSecret) and message data
+	// (startData); the server's replies change nothing.
+	const (
+		server = iota
+		client
+		secretOn
+		secretOff
+		data
+	)
 	steps := []struct {
-		client bool
-		s      string
+		kind int
+		s    string
 	}{
-		{false, "220 mx ESMTP\r\n"},
-		{true, "EHLO me\r\n"},
-		{false, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n"},
-		{true, "AUTH PLAIN " + secret + "\r\n"},
-		{false, "235 2.7.0 ok\r\n"},
-		{true, "AUTH LOGIN\r\n"},
-		{false, "334 VXNlcm5hbWU6\r\n"},
-		{true, "YWxpY2U=\r\n"},
-		{false, "334 UGFzc3dvcmQ6\r\n"},
-		{true, "czNjcmV0\r\n"},
-		{false, "535 5.7.8 no\r\n"},
-		{true, "MAIL FROM:<a@b>\r\n"},
-		{false, "250 ok\r\n"},
-		{true, "DATA\r\n"},
-		{false, "354 go\r\n"},
-		{true, "Subject: s3cret-body\r\n\r\nline\r"},
-		{true, "\n..dot\r\n.\r\n"},
-		{false, "250 queued\r\n"},
+		{server, "220 mx ESMTP\r\n"},
+		{client, "EHLO me\r\n"},
+		{server, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n"},
+		{secretOn, ""},
+		{client, "AUTH PLAIN " + secret + "\r\n"},
+		{server, "235 2.7.0 ok\r\n"},
+		{secretOff, ""},
+		{secretOn, ""},
+		{client, "AUTH LOGIN\r\n"},
+		{server, "334 VXNlcm5hbWU6\r\n235 early\r\n"}, // a reply read ahead
+		{client, "YWxpY2U=\r\n"},
+		{server, "334 UGFzc3dvcmQ6\r\n"},
+		{client, "czNjcmV0\r\n"},
+		{server, "535 5.7.8 no\r\n"},
+		{secretOff, ""},
+		{client, "MAIL FROM:<a@b>\r\n"},
+		{server, "250 ok\r\n"},
+		{client, "DATA\r\n"},
+		{server, "354 go\r\n"},
+		{data, ""},
+		{client, "Subject: s3cret-body\r\n\r\nline\r"},
+		{client, "\n..dot\r\n.\r\n"},
+		{server, "250 queued\x1b[31m\r\n"},
 	}
 	for _, s := range steps {
-		if s.client {
+		switch s.kind {
+		case client:
 			tr.client([]byte(s.s))
-		} else {
+		case server:
 			tr.server([]byte(s.s))
+		case secretOn, secretOff:
+			tr.setSecret(s.kind == secretOn)
+		case data:
+			tr.startData()
 		}
 	}
 	got := out.String()
@@ -48,7 +67,7 @@ func TestTranscriptRedactsAuthAndSummarisesData(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"C: AUTH PLAIN [redacted]\n", "C: AUTH LOGIN\n", "C: [redacted]\n",
-		"S: 334 VXNlcm5hbWU6\n", "C: MAIL FROM:<a@b>\n", "C: [37 bytes of message data]\n", "C: .\n", "S: 250 queued\n"} {
+		"S: 334 VXNlcm5hbWU6\n", "C: MAIL FROM:<a@b>\n", "C: [37 bytes of message data]\n", "C: .\n", "S: 250 queued\\x1b[31m\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("transcript lacks %q:\n%s", want, got)
 		}

@@ -1,20 +1,48 @@
 package mailer
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
+
+// Caps on what is read from a server. RFC 5321 4.5.3.1.5 limits a reply
+// line to 512 octets; the caps are generous but finite, so that a hostile
+// or broken server cannot make the client hold more than maxReplyBytes of
+// one reply. go-smtp enforces none of them, so the transport does, beneath
+// it.
+const (
+	maxReplyLine  = 4 << 10  // octets in one reply line, CRLF included
+	maxReplyLines = 1000     // lines in one reply
+	maxReplyBytes = 64 << 10 // octets in one reply
+)
+
+// defaultMinDataRate is the slowest average rate, in bytes per second, at
+// which message data may be written once the command timeout's grace is
+// over (see WithMinDataRate).
+const defaultMinDataRate = 16 << 10
 
 // transport is the net.Conn a session hands to go-smtp. It owns the socket
 // (and the TLS layer once there is one), and it is where the caller's
 // context meets the connection: go-smtp sets and clears deadlines around
 // every command, and transport caps each of them at the context's deadline
 // and turns a cancellation into an immediate deadline, so a blocked read or
-// write returns at once. It also feeds the transcript, replays bytes the
-// session has already read, and remembers whether a write failed.
+// write returns at once.
+//
+// Reads are framed by line: Read returns at most the rest of one complete
+// line, so go-smtp's buffer never holds bytes beyond the reply it is
+// reading, a line cut short by a timeout is an error rather than a reply,
+// and the caps above apply to every reply whoever reads it. It also feeds
+// the transcript, replays bytes the session has already read, and
+// remembers whether a write failed.
 type transport struct {
 	mu        sync.Mutex
 	conn      net.Conn  // the socket, or TLS over it
@@ -25,16 +53,46 @@ type transport struct {
 	// ioTimeout bounds each Write, since go-smtp sets no deadline while
 	// message data is written.
 	ioTimeout time.Duration
+	// minRate and the data* fields bound a whole message's transfer:
+	// see startData.
+	minRate     int64
+	dataStart   time.Time
+	dataWritten int64
+	inData      bool
 
-	replay  []byte // served by Read before the connection's own bytes
-	capture []byte // bytes read while capturing is on
-	capOn   bool
-	tr      *transcript
+	// Read side, used by one goroutine at a time.
+	br         *bufio.Reader // line reader over the current conn
+	pending    []byte        // the rest of a line go-smtp has not read
+	replay     []byte        // served by Read before the connection's own bytes
+	replyLines int           // lines of the reply being read
+	replyBytes int           // and its bytes
+	capture    []byte        // lines read while capturing is on
+	capOn      bool
+	nread      int64 // bytes read from the connection
+
+	tr *transcript
 }
 
-func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration) *transport {
-	return &transport{conn: conn, tr: tr, ioTimeout: ioTimeout}
+func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration, minRate int64) *transport {
+	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate}
+	t.br = bufio.NewReaderSize(connReader{t}, maxReplyLine)
+	return t
 }
+
+// connReader reads from the transport's current connection.
+type connReader struct{ t *transport }
+
+func (r connReader) Read(p []byte) (int, error) {
+	r.t.mu.Lock()
+	conn := r.t.conn
+	r.t.mu.Unlock()
+	n, err := conn.Read(p)
+	r.t.nread += int64(n)
+	return n, err
+}
+
+// bytesRead returns how many bytes were read from the connection.
+func (t *transport) bytesRead() int64 { return t.nread }
 
 // bind ties the transport to ctx until the returned function is called:
 // deadlines are capped at ctx's and cancelling ctx interrupts any blocked
@@ -45,12 +103,7 @@ func (t *transport) bind(ctx context.Context) (unbind func()) {
 	t.cancelled = false
 	t.applyLocked()
 	t.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() {
-		t.mu.Lock()
-		t.cancelled = true
-		t.applyLocked()
-		t.mu.Unlock()
-	})
+	stop := context.AfterFunc(ctx, t.abort)
 	return func() {
 		stop()
 		t.mu.Lock()
@@ -58,6 +111,15 @@ func (t *transport) bind(ctx context.Context) (unbind func()) {
 		t.applyLocked()
 		t.mu.Unlock()
 	}
+}
+
+// abort makes every blocked and future read and write fail at once, until
+// the next bind.
+func (t *transport) abort() {
+	t.mu.Lock()
+	t.cancelled = true
+	t.applyLocked()
+	t.mu.Unlock()
 }
 
 // effectiveLocked returns the deadline d capped by the bound context.
@@ -75,66 +137,169 @@ func (t *transport) applyLocked() {
 	_ = t.conn.SetDeadline(t.effectiveLocked(t.deadline))
 }
 
+// Read serves go-smtp: replayed bytes first, then the connection's bytes a
+// line at a time.
 func (t *transport) Read(p []byte) (int, error) {
-	t.mu.Lock()
 	if len(t.replay) > 0 {
 		n := copy(p, t.replay)
 		t.replay = t.replay[n:]
-		t.mu.Unlock()
 		return n, nil
 	}
-	conn := t.conn
-	t.mu.Unlock()
-	n, err := conn.Read(p)
-	if n > 0 {
-		if t.tr != nil {
-			t.tr.server(p[:n])
+	if len(t.pending) == 0 {
+		line, err := t.readLine()
+		if err != nil {
+			return 0, err
 		}
-		t.mu.Lock()
-		if t.capOn {
-			t.capture = append(t.capture, p[:n]...)
-		}
-		t.mu.Unlock()
+		t.pending = line
 	}
-	return n, err
+	n := copy(p, t.pending)
+	t.pending = t.pending[n:]
+	return n, nil
 }
 
-// startCapture records the bytes read from the wire until stopCapture,
+// readLine returns the next complete reply line, CRLF included, enforcing
+// the caps. The slice is valid until the next read. A line cut short by an
+// error is dropped: the error is returned alone.
+func (t *transport) readLine() ([]byte, error) {
+	line, err := t.br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return nil, fmt.Errorf("%w: a line longer than %d bytes", ErrReplyTooLarge, maxReplyLine)
+	case errors.Is(err, io.EOF) && len(line) > 0:
+		return nil, io.ErrUnexpectedEOF
+	case err != nil:
+		return nil, err
+	}
+	t.replyLines++
+	t.replyBytes += len(line)
+	switch {
+	case t.replyLines > maxReplyLines:
+		return nil, fmt.Errorf("%w: more than %d lines", ErrReplyTooLarge, maxReplyLines)
+	case t.replyBytes > maxReplyBytes:
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrReplyTooLarge, maxReplyBytes)
+	}
+	// A reply's last line has no '-' after the code.
+	if len(line) < 4 || line[3] != '-' {
+		t.replyLines, t.replyBytes = 0, 0
+	}
+	if t.tr != nil {
+		t.tr.server(line)
+	}
+	if t.capOn {
+		t.capture = append(t.capture, line...)
+	}
+	return line, nil
+}
+
+// readReply reads one reply (RFC 5321 4.2) with the caps: its code and its
+// text, lines joined by "\n". A line that is not a reply line is an error.
+func (t *transport) readReply() (int, string, error) {
+	code := 0
+	var text []string
+	for {
+		b, err := t.readLine()
+		if err != nil {
+			return 0, "", err
+		}
+		line := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		c, err := strconv.Atoi(line[:min(3, len(line))])
+		if len(line) < 3 || err != nil || c < 100 || c > 599 || (code != 0 && c != code) ||
+			(len(line) > 3 && line[3] != ' ' && line[3] != '-') {
+			return 0, "", fmt.Errorf("mailer: malformed reply %q", clip(line))
+		}
+		code = c
+		if len(line) > 4 {
+			text = append(text, line[4:])
+		} else {
+			text = append(text, "")
+		}
+		if len(line) == 3 || line[3] == ' ' {
+			return code, strings.Join(text, "\n"), nil
+		}
+	}
+}
+
+// secret tells the transcript whether what the client writes now is a
+// credential, to be redacted.
+func (t *transport) secret(on bool) {
+	if t.tr != nil {
+		t.tr.setSecret(on)
+	}
+}
+
+// peekByte returns the first byte the server sends, without consuming it.
+func (t *transport) peekByte() (byte, error) {
+	b, err := t.br.Peek(1)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// startCapture records the lines read from the wire until stopCapture,
 // which returns them. The session uses it to see the whole EHLO reply,
-// which go-smtp parses but does not expose.
+// which go-smtp parses but does not expose; the reply caps bound it.
 func (t *transport) startCapture() {
-	t.mu.Lock()
 	t.capOn, t.capture = true, nil
-	t.mu.Unlock()
 }
 
 func (t *transport) stopCapture() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	b := t.capture
 	t.capOn, t.capture = false, nil
 	return b
+}
+
+// setReplay makes the next reads return b before anything from the wire.
+func (t *transport) setReplay(b []byte) {
+	t.replay = b
 }
 
 func (t *transport) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	conn := t.conn
 	if t.ioTimeout > 0 {
-		_ = conn.SetWriteDeadline(t.effectiveLocked(time.Now().Add(t.ioTimeout)))
+		d := time.Now().Add(t.ioTimeout)
+		if t.inData && t.minRate > 0 {
+			// The whole message so far must have gone at minRate, after
+			// a grace of one timeout.
+			rated := t.dataStart.Add(t.ioTimeout + time.Duration(float64(t.dataWritten+int64(len(p)))/float64(t.minRate)*float64(time.Second)))
+			if rated.Before(d) {
+				d = rated
+			}
+		}
+		_ = conn.SetWriteDeadline(t.effectiveLocked(d))
 	}
 	t.mu.Unlock()
 	n, err := conn.Write(p)
 	if n > 0 && t.tr != nil {
 		t.tr.client(p[:n])
 	}
-	if err != nil {
-		t.mu.Lock()
-		if t.writeErr == nil {
-			t.writeErr = err
-		}
-		t.mu.Unlock()
+	t.mu.Lock()
+	t.dataWritten += int64(n)
+	if err != nil && t.writeErr == nil {
+		t.writeErr = err
 	}
+	t.mu.Unlock()
 	return n, err
+}
+
+// startData starts the clock for message data: from now until endData,
+// writes must keep up an average of minRate bytes per second after a grace
+// of one timeout, so that a server reading a trickle cannot hold the
+// session for as long as the context allows.
+func (t *transport) startData() {
+	t.mu.Lock()
+	t.inData, t.dataStart, t.dataWritten = true, time.Now(), 0
+	t.mu.Unlock()
+	if t.tr != nil {
+		t.tr.startData()
+	}
+}
+
+func (t *transport) endData() {
+	t.mu.Lock()
+	t.inData = false
+	t.mu.Unlock()
 }
 
 // resetWriteErr forgets earlier write errors; lastWriteErr reports the
@@ -151,21 +316,17 @@ func (t *transport) lastWriteErr() error {
 	return t.writeErr
 }
 
-// setReplay makes the next reads return b before anything from the wire.
-func (t *transport) setReplay(b []byte) {
-	t.mu.Lock()
-	t.replay = append([]byte(nil), b...)
-	t.mu.Unlock()
-}
-
 // startTLS replaces the socket with a TLS client over it and runs the
 // handshake now, so that a bad certificate fails here and not at the first
-// command.
+// command. Bytes the server sent before the handshake and that were not
+// read yet are dropped, as RFC 3207 5 demands.
 func (t *transport) startTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
 	t.mu.Lock()
 	tc := tls.Client(t.conn, cfg)
 	t.conn = tc
 	t.mu.Unlock()
+	t.br.Reset(connReader{t})
+	t.pending, t.replyLines, t.replyBytes = nil, 0, 0
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, err
 	}
