@@ -108,3 +108,31 @@ func (a *Attachment) mediaType() string {
 	}
 	return "application/octet-stream"
 }
+
+// check validates the attachment's fields for Message.Validate, and refuses
+// the media types go-message cannot render: a multipart type, whose body it
+// would write unencoded, and a charset other than UTF-8 or US-ASCII.
+func (a *Attachment) check() error {
+	if err := checkText("attachment filename", a.Filename, false); err != nil {
+		return err
+	}
+	what := "attachment " + quoteCut(a.Filename) + ":"
+	if err := checkText(what+" Content-Type", a.ContentType, true); err != nil {
+		return err
+	}
+	if err := checkID(what+" Content-ID", a.ContentID); err != nil {
+		return err
+	}
+	mt, params, err := mime.ParseMediaType(a.mediaType())
+	switch {
+	case err != nil: // attachmentPart sends it as application/octet-stream
+		return nil
+	case strings.HasPrefix(mt, "multipart/"):
+		return fmt.Errorf("mailer: %s Content-Type %s: a multipart type cannot be attached", what, quoteCut(mt))
+	}
+	switch strings.ToLower(params["charset"]) {
+	case "", "us-ascii", "utf-8":
+		return nil
+	}
+	return fmt.Errorf("mailer: %s Content-Type %s: only the charsets utf-8 and us-ascii can be rendered", what, quoteCut(a.ContentType))
+}

@@ -143,22 +143,21 @@ func (c *Connection) SendRaw(ctx context.Context, env Envelope, r io.Reader) (*S
 	return res, nil
 }
 
-// checkEnvelope rejects envelope addresses that cannot be sent as given.
-// The empty From is the null reverse-path of bounces and is allowed.
+// checkEnvelope rejects envelope addresses that cannot be sent as given,
+// by the rule of checkAddress. The empty From is the null reverse-path of
+// bounces and is allowed.
 func checkEnvelope(env Envelope) error {
 	if len(env.To) == 0 {
 		return fmt.Errorf("%w: no recipients", ErrInvalidAddress)
 	}
-	for i, a := range append([]string{env.From}, env.To...) {
-		if a == "" && i == 0 {
-			continue
+	if env.From != "" {
+		if err := checkAddress(env.From); err != nil {
+			return err
 		}
-		if strings.ContainsAny(a, "\r\n\x00") {
-			return fmt.Errorf("%w: %q", ErrHeaderInjection, a)
-		}
-		at := strings.LastIndexByte(a, '@')
-		if at < 1 || at == len(a)-1 || strings.ContainsAny(a, " \t<>") || !utf8.ValidString(a) {
-			return fmt.Errorf("%w: %q", ErrInvalidAddress, a)
+	}
+	for _, a := range env.To {
+		if err := checkAddress(a); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -89,7 +90,8 @@ var managedHeaders = map[string]bool{
 // Validate checks the message before anything is sent: a From address,
 // at least one recipient, valid addresses (ErrInvalidAddress), and no CR,
 // LF or NUL in any name, address, subject, header, filename or Content-ID
-// (ErrHeaderInjection).
+// (ErrHeaderInjection), nor another control character or invalid UTF-8.
+// Every value is checked, whatever its name.
 func (m *Message) Validate() error {
 	if m.From.Address == "" {
 		return fmt.Errorf("%w: no From address", ErrInvalidAddress)
@@ -112,30 +114,17 @@ func (m *Message) Validate() error {
 			return err
 		}
 	}
-	fields := map[string]string{"Subject": m.Subject, "Message-ID": m.MessageID, "In-Reply-To": m.InReplyTo}
-	for i, r := range m.References {
-		fields[fmt.Sprintf("References[%d]", i)] = r
-	}
-	for i, u := range m.ListUnsubscribe {
-		fields[fmt.Sprintf("ListUnsubscribe[%d]", i)] = u
-	}
-	for _, h := range m.Headers {
-		fields["header "+h.Name] = h.Value
-	}
-	for _, a := range m.attachments {
-		fields["attachment "+a.Filename] = a.Filename + a.ContentType + a.ContentID
-	}
-	for name, v := range fields {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return fmt.Errorf("%w: %s %q", ErrHeaderInjection, name, v)
-		}
-		if !utf8.ValidString(v) || strings.IndexFunc(v, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) >= 0 {
-			return fmt.Errorf("mailer: %s %q: invalid UTF-8 or a control character", name, v)
-		}
+	if err := checkText("Subject", m.Subject, true); err != nil {
+		return err
 	}
 	for _, id := range append([]string{m.MessageID, m.InReplyTo}, m.References...) {
-		if strings.ContainsAny(id, "<> \t") {
-			return fmt.Errorf("%w: message ID %q: give it without angle brackets or spaces", ErrInvalidAddress, id)
+		if err := checkID("message ID", id); err != nil {
+			return err
+		}
+	}
+	for _, u := range m.ListUnsubscribe {
+		if err := checkID("List-Unsubscribe URI", u); err != nil {
+			return err
 		}
 	}
 	for _, h := range m.Headers {
@@ -143,27 +132,54 @@ func (m *Message) Validate() error {
 			return err
 		}
 	}
+	for _, a := range m.attachments {
+		if err := a.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkText checks a header value: CR, LF or NUL is ErrHeaderInjection,
+// and invalid UTF-8 or another control character is an error too, but for
+// TAB where tab is set (RFC 5322 unstructured fields allow it).
+func checkText(what, v string, tab bool) error {
+	if strings.ContainsAny(v, "\r\n\x00") {
+		return fmt.Errorf("%w: %s %s", ErrHeaderInjection, what, quoteCut(v))
+	}
+	if !utf8.ValidString(v) || strings.IndexFunc(v, func(c rune) bool { return unicode.IsControl(c) && !(tab && c == '\t') }) >= 0 {
+		return fmt.Errorf("mailer: %s %s: invalid UTF-8 or a control character", what, quoteCut(v))
+	}
+	return nil
+}
+
+// checkID checks a value written between angle brackets: a message ID, a
+// Content-ID or a URI.
+func checkID(what, v string) error {
+	if err := checkText(what, v, false); err != nil {
+		return err
+	}
+	if strings.IndexFunc(v, func(c rune) bool { return c == '<' || c == '>' || unicode.IsSpace(c) }) >= 0 {
+		return fmt.Errorf("%w: %s %s: give it without angle brackets or spaces", ErrInvalidAddress, what, quoteCut(v))
+	}
 	return nil
 }
 
 // checkHeader checks a custom field: RFC 5322 3.6.8 allows printable
 // ASCII but ':' in names.
 func checkHeader(h Header) error {
-	if strings.ContainsAny(h.Name+h.Value, "\r\n\x00") {
-		return fmt.Errorf("%w: header %q", ErrHeaderInjection, h.Name)
-	}
 	if h.Name == "" {
 		return fmt.Errorf("mailer: empty header name")
 	}
 	for _, c := range []byte(h.Name) {
 		if c < 33 || c > 126 || c == ':' {
-			return fmt.Errorf("%w: header name %q is not RFC 5322 field-name syntax", ErrHeaderInjection, h.Name)
+			return fmt.Errorf("%w: header name %s is not RFC 5322 field-name syntax", ErrHeaderInjection, quoteCut(h.Name))
 		}
 	}
 	if managedHeaders[strings.ToLower(h.Name)] {
 		return fmt.Errorf("mailer: header %q is set from the Message's fields", h.Name)
 	}
-	return nil
+	return checkText("header "+h.Name, h.Value, true)
 }
 
 // prepared is a message fixed for one send: its envelope and the values

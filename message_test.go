@@ -445,3 +445,151 @@ func BenchmarkRender(b *testing.B) {
 		}
 	}
 }
+
+// TestEveryValueChecked covers values that the check used to skip: it was
+// keyed by header name and filename, so a second header or attachment of
+// the same name hid the first, and it read the fields of an attachment as
+// one string.
+func TestEveryValueChecked(t *testing.T) {
+	png := []byte("\x89PNG")
+	cases := map[string]struct {
+		mutate func(m *Message)
+		want   error // nil: any error
+	}{
+		"content-id CRLF, same filename": {func(m *Message) {
+			m.AttachBytes("a.png", png).ContentID = "cid\r\nBcc: e@e"
+			m.AttachBytes("a.png", png)
+		}, ErrHeaderInjection},
+		"content-id NUL, same filename": {func(m *Message) {
+			m.AttachBytes("a.png", png).ContentID = "c\x00id"
+			m.AttachBytes("a.png", png)
+		}, ErrHeaderInjection},
+		"content-id ESC, same filename": {func(m *Message) {
+			m.AttachBytes("a.png", png).ContentID = "c\x1bid"
+			m.AttachBytes("a.png", png)
+		}, nil},
+		"content type ESC, same filename": {func(m *Message) {
+			m.AttachBytes("a.png", png).ContentType = "image/png\x1b"
+			m.AttachBytes("a.png", png)
+		}, nil},
+		"header ESC, same name": {func(m *Message) {
+			m.Headers = []Header{{Name: "X-A", Value: "a\x1bb"}, {Name: "X-A", Value: "ok"}}
+		}, nil},
+		"header C1, same name": {func(m *Message) {
+			m.Headers = []Header{{Name: "X-A", Value: "a\u009bb"}, {Name: "X-A", Value: "ok"}}
+		}, nil},
+		"UTF-8 split across filename and type": {func(m *Message) {
+			m.AttachBytes("a\xc3", png).ContentType = "\xa9image/png"
+		}, nil},
+		"content-id with angle brackets": {func(m *Message) {
+			m.AttachBytes("a.png", png).ContentID = "a> <b"
+		}, ErrInvalidAddress},
+		"unsubscribe with angle brackets": {func(m *Message) {
+			m.ListUnsubscribe = []string{"https://example.com/u>, <mailto:x@example.com"}
+		}, ErrInvalidAddress},
+		"name C1": {func(m *Message) { m.To[0].Name = "a\u0085b" }, ErrInvalidAddress},
+		// go-message refuses the charset halfway through the message, and
+		// writes the body of a multipart type unencoded.
+		"charset go-message refuses": {func(m *Message) {
+			m.AttachBytes("a.txt", []byte("caf\xe9")).ContentType = "text/plain; charset=iso-8859-1"
+		}, nil},
+		"multipart attachment": {func(m *Message) {
+			m.AttachBytes("a.bin", []byte("\x00\r\n.\r\n")).ContentType = "multipart/mixed; boundary=x"
+		}, nil},
+	}
+	for name, tc := range cases {
+		m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}}, Text: "hi"}
+		tc.mutate(m)
+		verr := m.Validate()
+		if verr == nil || tc.want != nil && !errors.Is(verr, tc.want) {
+			want := "an error"
+			if tc.want != nil {
+				want = tc.want.Error()
+			}
+			t.Errorf("%s: Validate = %v, want %s", name, verr, want)
+			continue
+		}
+		var b bytes.Buffer
+		if _, err := m.WriteTo(&b); err == nil || b.Len() > 0 {
+			t.Errorf("%s: WriteTo = %v after writing %d bytes", name, err, b.Len())
+		}
+		if _, err := plain(t, "127.0.0.1:1").Send(testCtx(t), m); err == nil || err.Error() != verr.Error() {
+			t.Errorf("%s: Send = %v, want %v before dialling", name, err, verr)
+		}
+	}
+}
+
+// FuzzValidate puts one value in each field in turn, next to a second
+// header and attachment of the same name: a message that validates must
+// render, with nothing but CRLF line ends and TAB below 0x20; one that does
+// not must render nothing.
+func FuzzValidate(f *testing.F) {
+	for _, s := range []string{"ok", "café", "a\tb", "x\r\nBcc: e@example.com", "c\x00id", "c\x1bid", "a\u0085b",
+		"a> <b", "\xc3", "a@example.com", "https://example.com/u"} {
+		f.Add(s)
+	}
+	slots := map[string]func(m *Message, s string){
+		"subject":        func(m *Message, s string) { m.Subject = s },
+		"name":           func(m *Message, s string) { m.To[0].Name = s },
+		"address":        func(m *Message, s string) { m.To[0].Address = s },
+		"envelope":       func(m *Message, s string) { m.Envelope = &Envelope{From: s, To: []string{"b@example.com"}} },
+		"message-id":     func(m *Message, s string) { m.MessageID = s },
+		"references":     func(m *Message, s string) { m.References = []string{"r@example.com", s} },
+		"unsubscribe":    func(m *Message, s string) { m.ListUnsubscribe = []string{s} },
+		"header":         func(m *Message, s string) { m.Headers[0].Value = s },
+		"header name":    func(m *Message, s string) { m.Headers[0].Name = s },
+		"filename":       func(m *Message, s string) { m.attachments[0].Filename = s },
+		"content type":   func(m *Message, s string) { m.attachments[0].ContentType = s },
+		"content-id":     func(m *Message, s string) { m.attachments[0].ContentID = s },
+		"second cid":     func(m *Message, s string) { m.attachments[1].ContentID = s },
+		"filename twice": func(m *Message, s string) { m.attachments[0].Filename, m.attachments[1].Filename = s, s },
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for slot, set := range slots {
+			m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}},
+				Text: "hi", HTML: "<p>hi</p>", Headers: []Header{{Name: "X-A", Value: "v"}, {Name: "X-A", Value: "w"}}}
+			m.AttachBytes("a.png", []byte("\x89PNG")).ContentID = "logo@example.com"
+			m.AttachBytes("a.png", []byte("\x89PNG"))
+			set(m, s)
+			verr := m.Validate()
+			var b bytes.Buffer
+			_, err := m.WriteTo(&b)
+			if verr != nil {
+				if err == nil || b.Len() > 0 {
+					t.Fatalf("%s %q: Validate: %v, but WriteTo = %v after %d bytes", slot, s, verr, err, b.Len())
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s %q validates but does not render: %v", slot, s, err)
+			}
+			raw := b.Bytes()
+			for i, c := range raw {
+				if c == '\r' && i+1 < len(raw) && raw[i+1] == '\n' || c == '\n' && i > 0 && raw[i-1] == '\r' || c == '\t' {
+					continue
+				}
+				if c < ' ' || c == 0x7f {
+					t.Fatalf("%s %q: byte %#x at %d:\n%q", slot, s, c, i, raw)
+				}
+			}
+			r, err := mail.CreateReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatalf("%s %q: %v", slot, s, err)
+			}
+			parts := 0
+			for ; ; parts++ {
+				p, err := r.NextPart()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s %q: part %d: %v", slot, s, parts, err)
+				}
+				io.Copy(io.Discard, p.Body)
+			}
+			if parts != 4 {
+				t.Fatalf("%s %q: %d parts, want text, HTML and two attachments", slot, s, parts)
+			}
+		}
+	})
+}

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"mime"
 	"net/mail"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
@@ -23,11 +25,11 @@ type Recipient struct {
 // ErrInvalidAddress or ErrHeaderInjection.
 func ParseRecipient(s string) (Recipient, error) {
 	if strings.ContainsAny(s, "\r\n\x00") {
-		return Recipient{}, fmt.Errorf("%w: %q", ErrHeaderInjection, s)
+		return Recipient{}, fmt.Errorf("%w: %s", ErrHeaderInjection, quoteCut(s))
 	}
 	s = strings.TrimSpace(s)
 	if isGroup(s) {
-		return Recipient{}, fmt.Errorf("%w: %q is a group, not a mailbox", ErrInvalidAddress, s)
+		return Recipient{}, fmt.Errorf("%w: %s is a group, not a mailbox", ErrInvalidAddress, quoteCut(s))
 	}
 	if a, err := addressParser.Parse(s); err == nil {
 		r := Recipient{Name: a.Name, Address: a.Address}
@@ -40,17 +42,17 @@ func ParseRecipient(s string) (Recipient, error) {
 			return r, nil
 		}
 	}
-	return Recipient{}, fmt.Errorf("%w: %q", ErrInvalidAddress, s)
+	return Recipient{}, fmt.Errorf("%w: %s", ErrInvalidAddress, quoteCut(s))
 }
 
 // ParseRecipientList parses a comma-separated list of mailboxes, each in
 // a form ParseRecipient accepts.
 func ParseRecipientList(s string) ([]Recipient, error) {
 	if strings.ContainsAny(s, "\r\n\x00") {
-		return nil, fmt.Errorf("%w: %q", ErrHeaderInjection, s)
+		return nil, fmt.Errorf("%w: %s", ErrHeaderInjection, quoteCut(s))
 	}
 	if isGroup(s) {
-		return nil, fmt.Errorf("%w: %q contains a group", ErrInvalidAddress, s)
+		return nil, fmt.Errorf("%w: %s contains a group", ErrInvalidAddress, quoteCut(s))
 	}
 	if list, err := addressParser.ParseList(s); err == nil {
 		out := make([]Recipient, len(list))
@@ -146,34 +148,75 @@ func formatName(name string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name) + `"`
 }
 
-// validate checks the name for injection and the address for RFC 5321
-// syntax: a local part and a domain of dot-separated labels.
+// validate checks the name for injection and control characters and the
+// address with checkAddress.
 func (r Recipient) validate() error {
-	if strings.ContainsAny(r.Name, "\r\n\x00") || strings.ContainsAny(r.Address, "\r\n\x00") {
-		return fmt.Errorf("%w: %q", ErrHeaderInjection, r.String())
+	if strings.ContainsAny(r.Name, "\r\n\x00") {
+		return fmt.Errorf("%w: name %s", ErrHeaderInjection, quoteCut(r.Name))
 	}
-	if !utf8.ValidString(r.Name) || strings.IndexFunc(r.Name, func(c rune) bool { return c < ' ' || c == 0x7f }) >= 0 {
-		return fmt.Errorf("%w: name %q has invalid UTF-8 or control characters", ErrInvalidAddress, r.Name)
+	if !utf8.ValidString(r.Name) || strings.IndexFunc(r.Name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: name %s has invalid UTF-8 or a control character", ErrInvalidAddress, quoteCut(r.Name))
 	}
 	return checkAddress(r.Address)
 }
 
+// checkAddress is the rule for every address the package sends, in a header
+// or in MAIL FROM and RCPT TO: a dot-atom local part of ASCII atext and, as
+// RFC 6531 allows, UTF-8 beyond ASCII; "@"; a domain name, IDN allowed.
+// Quoted local parts and address literals are not supported. CR, LF or NUL
+// is ErrHeaderInjection; anything else wrong, a control character or white
+// space included, is ErrInvalidAddress.
 func checkAddress(addr string) error {
+	if strings.ContainsAny(addr, "\r\n\x00") {
+		return fmt.Errorf("%w: %s", ErrHeaderInjection, quoteCut(addr))
+	}
+	invalid := func(why string) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidAddress, quoteCut(addr), why)
+	}
+	// RFC 5321 4.5.3.1.3: a path is at most 256 octets, "<" and ">"
+	// included. That keeps the domain within 4.5.3.1.2's 255 octets too.
+	if len(addr) > 254 {
+		return invalid("longer than 254 octets")
+	}
+	if !utf8.ValidString(addr) || strings.IndexFunc(addr, func(c rune) bool { return unicode.IsControl(c) || unicode.IsSpace(c) }) >= 0 {
+		return invalid("invalid UTF-8, a control character or white space")
+	}
 	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 || len(addr) > 254 || !utf8.ValidString(addr) ||
-		strings.ContainsAny(addr, " \t<>()[],;:\\\"") {
-		return fmt.Errorf("%w: %q", ErrInvalidAddress, addr)
+	if at <= 0 || at == len(addr)-1 {
+		return invalid("want local-part@domain")
 	}
 	local, domain := addr[:at], addr[at+1:]
-	if len(local) > 64 || strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") ||
+	// RFC 5321 4.5.3.1.1: a local part is at most 64 octets.
+	if len(local) > 64 {
+		return invalid("local part longer than 64 octets")
+	}
+	if strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") ||
 		strings.IndexFunc(local, func(c rune) bool { return c < utf8.RuneSelf && !isAtext(byte(c)) && c != '.' }) >= 0 {
-		return fmt.Errorf("%w: %q (local part)", ErrInvalidAddress, addr)
+		return invalid("local part is not a dot-atom")
 	}
 	ascii, err := idna.Lookup.ToASCII(domain)
 	if err != nil || !validDomain(ascii) {
-		return fmt.Errorf("%w: %q (domain)", ErrInvalidAddress, addr)
+		return invalid("bad domain")
+	}
+	// Without SMTPUTF8 the domain is sent as A-labels, which must fit too.
+	if len(local)+1+len(ascii) > 254 {
+		return invalid("longer than 254 octets with the domain in A-labels")
 	}
 	return nil
+}
+
+// quoteCut returns s quoted for an error message, cut after 100 bytes so
+// that a huge value does not make a huge error.
+func quoteCut(s string) string {
+	const limit = 100
+	if len(s) <= limit {
+		return strconv.Quote(s)
+	}
+	n := limit
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strconv.Quote(s[:n]) + "..."
 }
 
 // isAtext reports whether c may appear in an RFC 5322 dot-atom (quoted
@@ -210,11 +253,11 @@ func asciiAddress(addr string) (string, error) {
 	}
 	at := strings.LastIndexByte(addr, '@')
 	if !isASCII(addr[:at]) {
-		return "", fmt.Errorf("%w: %q has a non-ASCII local part", ErrSMTPUTF8Unsupported, addr)
+		return "", fmt.Errorf("%w: %s has a non-ASCII local part", ErrSMTPUTF8Unsupported, quoteCut(addr))
 	}
 	domain, err := idna.Lookup.ToASCII(addr[at+1:])
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %v", ErrInvalidAddress, addr, err)
+		return "", fmt.Errorf("%w: %s: %v", ErrInvalidAddress, quoteCut(addr), err)
 	}
 	return addr[:at+1] + domain, nil
 }

@@ -252,20 +252,61 @@ func newHeader(fields [][2]string) message.Header {
 	return h
 }
 
-// writeTo renders the message; each call writes the same bytes.
+// writeTo renders the message; each call writes the same bytes. Every
+// header is checked before the first byte is written, so that a field that
+// must not reach the wire leaves nothing half written.
 func (p *prepared) writeTo(w io.Writer) (int64, error) {
 	fields, err := p.headerFields()
 	if err != nil {
 		return 0, err
 	}
 	root := p.msg.structure(p.boundary)
+	fields = append(fields, root.header...)
+	if err := checkFields(fields); err != nil {
+		return 0, err
+	}
+	if err := root.check(); err != nil {
+		return 0, err
+	}
 	cw := &countWriter{w: w}
-	mw, err := message.CreateWriter(cw, newHeader(append(fields, root.header...)))
+	mw, err := message.CreateWriter(cw, newHeader(fields))
 	if err != nil {
 		return cw.n, fmt.Errorf("mailer: rendering: %w", err)
 	}
 	err = root.write(mw)
 	return cw.n, err
+}
+
+// check runs checkFields on the headers of pt's descendants.
+func (pt *part) check() error {
+	for _, c := range pt.parts {
+		if err := checkFields(c.header); err != nil {
+			return err
+		}
+		if err := c.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFields reports a field with a control character other than TAB,
+// which go-message would write, or one go-message refuses: its CreatePart
+// drops that error and writes the part's header without the blank line
+// that ends it.
+func checkFields(fields [][2]string) error {
+	for _, f := range fields {
+		if strings.ContainsAny(f[1], "\r\n\x00") {
+			return fmt.Errorf("%w: rendering %s: %s", ErrHeaderInjection, quoteCut(f[0]), quoteCut(f[1]))
+		}
+		if strings.IndexFunc(f[1], func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) >= 0 {
+			return fmt.Errorf("mailer: rendering %s: %s has a control character", quoteCut(f[0]), quoteCut(f[1]))
+		}
+	}
+	if _, err := message.CreateWriter(io.Discard, newHeader(fields)); err != nil {
+		return fmt.Errorf("mailer: rendering: %w", err)
+	}
+	return nil
 }
 
 func (pt *part) write(w *message.Writer) error {

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -188,4 +190,32 @@ func FuzzRender(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRenderChecksHeadersFirst changes a prepared message behind
+// Validate's back: the renderer must still refuse a field before it writes
+// anything. go-message's CreatePart drops its header-writing error, which
+// left a part without the blank line after its header.
+func TestRenderChecksHeadersFirst(t *testing.T) {
+	cases := map[string]func(m *Message){
+		"content-id CRLF": func(m *Message) { m.attachments[0].ContentID = "x\r\nBcc: e@example.com" },
+		"content-id NUL":  func(m *Message) { m.attachments[0].ContentID = "x\x00y" },
+		"content-id ESC":  func(m *Message) { m.attachments[0].ContentID = "x\x1by" },
+		"header LF":       func(m *Message) { m.Headers[0].Value = "a\nBcc: e@example.com" },
+		"header DEL":      func(m *Message) { m.Headers[0].Value = "a\x7fb" },
+	}
+	for name, mutate := range cases {
+		m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}},
+			Text: "hi", Headers: []Header{{Name: "X-A", Value: "v"}}}
+		m.AttachBytes("a.png", []byte("\x89PNG"))
+		p, err := m.prepare(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mutate(m)
+		var b bytes.Buffer
+		if n, err := p.writeTo(&b); !errors.Is(err, ErrHeaderInjection) && !strings.Contains(fmt.Sprint(err), "control character") || n != 0 || b.Len() != 0 {
+			t.Errorf("%s: writeTo = %d, %v after writing %d bytes:\n%s", name, n, err, b.Len(), b.Bytes())
+		}
+	}
 }
