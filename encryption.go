@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -86,35 +87,10 @@ var protocols = map[string]struct {
 	"TLSv1_3":    {SecuritySTARTTLS, tls.VersionTLS13, tls.VersionTLS13},
 }
 
-// openSSLNames maps OpenSSL cipher names to the IANA names crypto/tls uses.
-// crypto/tls knows only IANA names, so this table is written by hand; it
-// covers every suite crypto/tls implements. TLS 1.3 suites have one name.
-var openSSLNames = map[string]string{
-	"AES128-SHA":                    "TLS_RSA_WITH_AES_128_CBC_SHA",
-	"AES256-SHA":                    "TLS_RSA_WITH_AES_256_CBC_SHA",
-	"AES128-GCM-SHA256":             "TLS_RSA_WITH_AES_128_GCM_SHA256",
-	"AES256-GCM-SHA384":             "TLS_RSA_WITH_AES_256_GCM_SHA384",
-	"AES128-SHA256":                 "TLS_RSA_WITH_AES_128_CBC_SHA256",
-	"RC4-SHA":                       "TLS_RSA_WITH_RC4_128_SHA",
-	"DES-CBC3-SHA":                  "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
-	"ECDHE-ECDSA-AES128-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-	"ECDHE-ECDSA-AES256-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-	"ECDHE-RSA-AES128-SHA":          "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-	"ECDHE-RSA-AES256-SHA":          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-	"ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-	"ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-	"ECDHE-RSA-AES128-GCM-SHA256":   "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-	"ECDHE-RSA-AES256-GCM-SHA384":   "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-	"ECDHE-RSA-CHACHA20-POLY1305":   "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-	"ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-	"ECDHE-ECDSA-RC4-SHA":           "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
-	"ECDHE-RSA-RC4-SHA":             "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
-	"ECDHE-RSA-DES-CBC3-SHA":        "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
-	"ECDHE-ECDSA-AES128-SHA256":     "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-	"ECDHE-RSA-AES128-SHA256":       "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-}
-
 func (c *config) setEncryption(protocol, ciphers string, unsafe bool) error {
+	if protocol == "TLS_SERVER" {
+		return errors.New(`mailer: encryption protocol "TLS_SERVER" is for servers; a client uses "TLS_CLIENT" or "TLS"`)
+	}
 	p, ok := protocols[protocol]
 	if !ok {
 		names := make([]string, 0, len(protocols))
@@ -132,66 +108,7 @@ func (c *config) setEncryption(protocol, ciphers string, unsafe bool) error {
 	return nil
 }
 
-// parseCiphers turns a ':'-separated list of OpenSSL or IANA names into
-// crypto/tls IDs. TLS 1.3 suites are accepted and left out of the result,
-// since crypto/tls does not let them be chosen.
-func parseCiphers(list string, unsafe bool) ([]uint16, error) {
-	if list == "" {
-		return nil, nil
-	}
-	byName := map[string]*tls.CipherSuite{}
-	for _, s := range tls.CipherSuites() {
-		byName[s.Name] = s
-	}
-	insecure := map[string]*tls.CipherSuite{}
-	for _, s := range tls.InsecureCipherSuites() {
-		insecure[s.Name] = s
-	}
-	var ids []uint16
-	for _, name := range strings.Split(list, ":") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
-		}
-		iana := name
-		if n, ok := openSSLNames[name]; ok {
-			iana = n
-		}
-		s, ok := byName[iana]
-		if !ok {
-			s, ok = insecure[iana]
-			if ok && !unsafe {
-				return nil, fmt.Errorf("mailer: cipher suite %s is insecure; use WithUnsafeEncryption to allow it", name)
-			}
-		}
-		if !ok {
-			return nil, fmt.Errorf("mailer: unknown cipher suite %q; valid: %s", name, validCipherNames())
-		}
-		if isTLS13Only(s) {
-			continue
-		}
-		ids = append(ids, s.ID)
-	}
-	return ids, nil
-}
-
-func isTLS13Only(s *tls.CipherSuite) bool {
-	return len(s.SupportedVersions) == 1 && s.SupportedVersions[0] == tls.VersionTLS13
-}
-
-func validCipherNames() string {
-	var names []string
-	for o := range openSSLNames {
-		names = append(names, o)
-	}
-	for _, s := range tls.CipherSuites() {
-		names = append(names, s.Name)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
-}
-
-// tlsConfig builds the client TLS configuration for the server.
+// newTLSConfig builds the client TLS configuration for the server.
 func (c *config) newTLSConfig() *tls.Config {
 	var t *tls.Config
 	if c.tlsConfig != nil {
