@@ -30,13 +30,18 @@
 // SecuritySTARTTLSOptional is the opportunistic mode, SecurityNone clear
 // text. Certificates are verified against the server's name.
 //
-// WithEncryption accepts mumailer's protocol names. In mumailer every "TLS*"
-// name meant STARTTLS and "SSLv23" meant implicit TLS; here:
+// WithEncryption accepts mumailer's protocol names (Python's ssl.PROTOCOL_*
+// names). In mumailer they chose only the TLS version, and use_ssl or use_tls
+// chose implicit TLS or STARTTLS; here they choose the mode too:
 //
-//	""        SecurityNone
-//	"SSLv23"  SecurityTLS (implicit TLS, any version both sides share)
-//	"TLS"     SecuritySTARTTLS
-//	"TLSv1"   SecuritySTARTTLS with exactly TLS 1.0 (likewise TLSv1_1, TLSv1_2, TLSv1_3)
+//	""                   SecurityNone
+//	"SSLv23"             SecurityTLS (implicit TLS, any version both sides share)
+//	"TLS", "TLS_CLIENT"  SecuritySTARTTLS
+//	"TLSv1"              SecuritySTARTTLS with exactly TLS 1.0 (likewise TLSv1_1, TLSv1_2, TLSv1_3)
+//
+// A later option overrides an earlier one, so mumailer's use_ssl=True with
+// "TLSv1_2" is WithEncryption("TLSv1_2", "") followed by
+// WithSecurity(SecurityTLS).
 //
 // # Timeouts and cancellation
 //
@@ -72,5 +77,9 @@
 // reaches the server (no SMTP smuggling), and a message whose body fails to
 // read is abandoned by dropping the connection, never committed truncated.
 //
-// Package mailertest provides an in-process SMTP server for tests.
+// # Testing
+//
+// The package [github.com/gomailer/mailer/mailertest] runs an in-process
+// SMTP server, with TLS, authentication and fault injection, for testing
+// code that sends mail.
 package mailer
