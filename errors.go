@@ -20,8 +20,9 @@ var (
 	// ErrAuthUnavailable means credentials were configured but no mechanism
 	// is both offered by the server and allowed by the caller.
 	ErrAuthUnavailable = errors.New("mailer: no usable authentication mechanism")
-	// ErrInsecureAuth means a mechanism that reveals the password (PLAIN,
-	// LOGIN) would have run over an unencrypted connection.
+	// ErrInsecureAuth means a mechanism that reveals the password or token
+	// (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) would have run over an
+	// unencrypted connection.
 	ErrInsecureAuth = errors.New("mailer: refusing to send a password over an unencrypted connection")
 	// ErrInvalidAddress means an e-mail address failed validation.
 	ErrInvalidAddress = errors.New("mailer: invalid address")

@@ -199,21 +199,22 @@ func WithTLSVersions(minVersion, maxVersion uint16) Option {
 
 // WithEncryption configures security the way mumailer's set_encryption and
 // Aspose's SmtpClient do: protocol is one of "", "SSLv23", "TLS",
-// "TLS_CLIENT", "TLSv1",
-// "TLSv1_1", "TLSv1_2", "TLSv1_3" (see the package documentation for what
-// each means) and ciphers is a list of cipher suites separated by ':' in
-// OpenSSL ("ECDHE-RSA-AES128-GCM-SHA256") or IANA
-// ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256") form, or "" for Go's defaults.
-// An unknown name is an error listing the valid ones; a suite that is known
-// to be broken is an error unless WithUnsafeEncryption is used instead.
+// "TLS_CLIENT", "TLSv1", "TLSv1_1", "TLSv1_2", "TLSv1_3" (see the package
+// documentation for what each means) and ciphers is an OpenSSL cipher
+// string ("HIGH:!aNULL", "ECDHE+AESGCM:@STRENGTH", "ALL:@SECLEVEL=1"), a
+// list of suite names in OpenSSL ("ECDHE-RSA-AES128-GCM-SHA256") or IANA
+// form, or "" for Go's defaults; docs/encryption.md tells what maps onto
+// crypto/tls. An unknown name is an error. Keywords leave out the suites
+// crypto/tls deems insecure; naming one is an error unless
+// WithUnsafeEncryption is used instead.
 func WithEncryption(protocol, ciphers string) Option {
 	return func(c *config) error { return c.setEncryption(protocol, ciphers, false) }
 }
 
-// WithUnsafeEncryption is WithEncryption that also accepts cipher suites
-// with known weaknesses (RC4, 3DES, CBC-SHA256), for servers that offer
-// nothing better. Like Aspose's set_supported_encryption_unsafe, its name is
-// the warning.
+// WithUnsafeEncryption is WithEncryption that also accepts the cipher
+// suites crypto/tls deems insecure (RSA key exchange, RC4, 3DES,
+// CBC-SHA256), for servers that offer nothing better. Like Aspose's
+// set_supported_encryption_unsafe, its name is the warning.
 func WithUnsafeEncryption(protocol, ciphers string) Option {
 	return func(c *config) error { return c.setEncryption(protocol, ciphers, true) }
 }
@@ -384,8 +385,9 @@ func WithSASL(newClient func() sasl.Client) Option {
 	}
 }
 
-// WithInsecureAuth allows PLAIN and LOGIN over an unencrypted connection,
-// where anyone on the path can read the password.
+// WithInsecureAuth allows PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER over an
+// unencrypted connection, where anyone on the path can read the password
+// or token.
 func WithInsecureAuth() Option {
 	return func(c *config) error {
 		c.auth.allowInsecure = true
