@@ -162,36 +162,47 @@ func TestFaultsGiveDocumentedErrors(t *testing.T) {
 		var se *SMTPError
 		return err != nil && !errors.As(err, &se) && !errors.Is(err, ErrOutcomeUnknown)
 	}
+	isUnknown := func(err error) bool { return errors.Is(err, ErrOutcomeUnknown) }
+	noChunking := []mailertest.Option{mailertest.WithoutChunking()}
 	cases := []struct {
 		cmd    string
 		action mailertest.Action
 		want   check
 		what   string
+		opts   []mailertest.Option
 	}{
-		{"GREETING", mailertest.Stall, func(err error) bool { return isDeadline(err) && strings.Contains(err.Error(), "greeting") }, "greeting timeout"},
-		{"GREETING", mailertest.Reply421, is421, "421"},
-		{"GREETING", mailertest.Drop, isNetwork, "network error"},
-		{"EHLO", mailertest.Stall, isDeadline, "deadline"},
-		{"EHLO", mailertest.Reply421, is421, "421"},
-		{"STARTTLS", mailertest.Stall, isDeadline, "deadline"},
-		{"STARTTLS", mailertest.Drop, isNetwork, "network error"},
-		{"AUTH", mailertest.Reply421, is421, "421"},
-		{"MAIL", mailertest.Stall, isDeadline, "deadline"},
-		{"MAIL", mailertest.Reply421, is421, "421"},
-		{"MAIL", mailertest.Drop, isNetwork, "network error"},
-		{"RCPT", mailertest.Reply421, is421, "421"},
-		{"RCPT", mailertest.Stall, isDeadline, "deadline"},
-		{"DATA", mailertest.Reply421, is421, "421"},
-		{"DATA", mailertest.Drop, isNetwork, "network error"},
-		{"DOT", mailertest.Drop, func(err error) bool { return errors.Is(err, ErrOutcomeUnknown) }, "ErrOutcomeUnknown"},
-		{"DOT", mailertest.Stall, func(err error) bool { return isDeadline(err) && errors.Is(err, ErrOutcomeUnknown) }, "deadline, outcome unknown"},
-		{"DOT", mailertest.Reply421, is421, "421"},
+		{"GREETING", mailertest.Stall, func(err error) bool { return isDeadline(err) && strings.Contains(err.Error(), "greeting") }, "greeting timeout", nil},
+		{"GREETING", mailertest.Reply421, is421, "421", nil},
+		{"GREETING", mailertest.Drop, isNetwork, "network error", nil},
+		{"EHLO", mailertest.Stall, isDeadline, "deadline", nil},
+		{"EHLO", mailertest.Reply421, is421, "421", nil},
+		{"STARTTLS", mailertest.Stall, isDeadline, "deadline", nil},
+		{"STARTTLS", mailertest.Drop, isNetwork, "network error", nil},
+		{"AUTH", mailertest.Reply421, is421, "421", nil},
+		{"MAIL", mailertest.Stall, isDeadline, "deadline", nil},
+		{"MAIL", mailertest.Reply421, is421, "421", nil},
+		// With CHUNKING the message goes out with MAIL (one round trip), so
+		// a connection lost before MAIL's reply may have delivered it.
+		{"MAIL", mailertest.Drop, isUnknown, "ErrOutcomeUnknown", nil},
+		{"MAIL", mailertest.Drop, isNetwork, "network error", noChunking},
+		{"RCPT", mailertest.Reply421, is421, "421", nil},
+		{"RCPT", mailertest.Stall, isDeadline, "deadline", nil},
+		{"DATA", mailertest.Reply421, is421, "421", noChunking},
+		{"DATA", mailertest.Drop, isNetwork, "network error", noChunking},
+		{"BDAT", mailertest.Reply421, is421, "421", nil},
+		{"BDAT", mailertest.Drop, isUnknown, "ErrOutcomeUnknown", nil},
+		{"DOT", mailertest.Drop, func(err error) bool { return errors.Is(err, ErrOutcomeUnknown) }, "ErrOutcomeUnknown", nil},
+		{"DOT", mailertest.Stall, func(err error) bool { return isDeadline(err) && errors.Is(err, ErrOutcomeUnknown) }, "deadline, outcome unknown", nil},
+		{"DOT", mailertest.Reply421, is421, "421", nil},
+		{"DOT", mailertest.Drop, isUnknown, "ErrOutcomeUnknown", noChunking},
+		{"DOT", mailertest.Stall, func(err error) bool { return isDeadline(err) && isUnknown(err) }, "deadline, outcome unknown", noChunking},
+		{"DOT", mailertest.Reply421, is421, "421", noChunking},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("%s/%d", tc.cmd, tc.action), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%d/chunking=%v", tc.cmd, tc.action, tc.opts == nil), func(t *testing.T) {
 			t.Parallel()
-			srv := newTestServer(t, mailertest.WithSTARTTLS(), mailertest.WithUser("u", "p"),
-				mailertest.WithFault(mailertest.Fault{Command: tc.cmd, Action: tc.action}))
+			srv := newTestServer(t, append([]mailertest.Option{mailertest.WithSTARTTLS(), mailertest.WithUser("u", "p"),
+				mailertest.WithFault(mailertest.Fault{Command: tc.cmd, Action: tc.action})}, tc.opts...)...)
 			c := connect(t, srv, WithCredentials("u", "p"), WithGreetingTimeout(500*time.Millisecond),
 				WithTimeout(500*time.Millisecond), WithDataTimeout(500*time.Millisecond))
 			start := time.Now()

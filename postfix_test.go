@@ -149,8 +149,9 @@ func TestPostfixSizeLimit(t *testing.T) {
 	// Size unknown in advance: the server refuses it after the data.
 	_, err = c.SendRaw(testCtx(t), env2, io.MultiReader(strings.NewReader(big)))
 	var se *SMTPError
-	if !errors.As(err, &se) || se.Code != 552 || se.Command != "DATA" {
-		t.Errorf("unknown size: err = %v, want 552 at DATA", err)
+	// Postfix announces CHUNKING, so the refusal comes at BDAT.
+	if !errors.As(err, &se) || se.Code != 552 || se.Command != "BDAT" {
+		t.Errorf("unknown size: err = %v, want 552 at BDAT", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package mailer
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -36,6 +37,9 @@ type session struct {
 	greeting []byte            // the greeting reply, replayed to each go-smtp client
 	ext      map[string]string // EHLO keywords (upper case) and their parameters
 	mech     string            // the AUTH mechanism used, if any
+
+	bw    *bufio.Writer // the pipelined path's writer over t
+	chunk []byte        // the BDAT chunk buffer, made on first use
 
 	lastUsed time.Time
 	used     bool // has carried a command after the opening
@@ -431,6 +435,9 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	if tx.utf8 && !s.has("SMTPUTF8") {
 		return nil, fmt.Errorf("%w: an address has a non-ASCII local part", ErrSMTPUTF8Unsupported)
 	}
+	if s.has("PIPELINING") {
+		return s.sendPipelined(ctx, tx, partial, reused)
+	}
 	opts := &smtp.MailOptions{UTF8: tx.utf8, Size: tx.size}
 	if err := s.c.Mail(tx.env.From, opts); err != nil {
 		err = s.fail(ctx, "MAIL", s.cfg.timeout, err)
@@ -464,7 +471,7 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 		return nil, err
 	}
 	s.t.resetWriteErr()
-	s.t.startData()
+	s.t.startData(true)
 	cw := newCRLFWriter(w)
 	err = tx.body(cw)
 	if err == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,7 @@ type transcript struct {
 	secret     bool   // the client is sending a credential
 	inData     bool   // message data is being sent
 	dataBytes  int64
+	chunk      int64 // bytes of a BDAT chunk still to come
 }
 
 func newTranscript(sink *transcriptSink, session int) *transcript {
@@ -105,7 +107,28 @@ func (t *transcript) startData() {
 func (t *transcript) client(p []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.cbuf = splitLines(t.cbuf, p, t.clientLine)
+	for len(p) > 0 {
+		if t.chunk > 0 {
+			// A BDAT chunk: counted, not shown.
+			n := min(t.chunk, int64(len(p)))
+			t.chunk -= n
+			t.dataBytes += n
+			p = p[n:]
+			if t.chunk == 0 {
+				t.sink.line(t.session, "C", fmt.Sprintf("[%d bytes of message data]", t.dataBytes))
+			}
+			continue
+		}
+		// Line by line, so that a BDAT command takes effect on the bytes
+		// right after it.
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			t.cbuf = splitLines(t.cbuf, p, t.clientLine)
+			return
+		}
+		t.cbuf = splitLines(t.cbuf, p[:i+1], t.clientLine)
+		p = p[i+1:]
+	}
 }
 
 func (t *transcript) server(p []byte) {
@@ -162,6 +185,11 @@ func (t *transcript) clientLine(line []byte) {
 			}
 		} else {
 			text = "[redacted]"
+		}
+	}
+	if f := strings.Fields(text); !t.secret && len(f) >= 2 && strings.EqualFold(f[0], "BDAT") {
+		if n, err := strconv.ParseInt(f[1], 10, 64); err == nil && n > 0 {
+			t.chunk, t.dataBytes = n, 0
 		}
 	}
 	t.sink.line(t.session, "C", clip(text))

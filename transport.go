@@ -286,12 +286,14 @@ func (t *transport) Write(p []byte) (int, error) {
 // startData starts the clock for message data: from now until endData,
 // writes must keep up an average of minRate bytes per second after a grace
 // of one timeout, so that a server reading a trickle cannot hold the
-// session for as long as the context allows.
-func (t *transport) startData() {
+// session for as long as the context allows. dotted says the data ends
+// with a lone dot (DATA), which the transcript summarises up to; BDAT
+// chunks announce their own size.
+func (t *transport) startData(dotted bool) {
 	t.mu.Lock()
 	t.inData, t.dataStart, t.dataWritten = true, time.Now(), 0
 	t.mu.Unlock()
-	if t.tr != nil {
+	if dotted && t.tr != nil {
 		t.tr.startData()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type conn struct {
 	rerr    error
 	buf     [4096]byte
 	counts  map[string]int
+	read    int   // the number of the socket read that filled in
+	chunk   int64 // bytes of a BDAT chunk still to pass through
+	last    bool  // the chunk is BDAT ... LAST's
 
 	// Protocol state, shared by the read and write sides.
 	greeted     bool
@@ -38,6 +42,7 @@ type conn struct {
 	authing     bool // inside an AUTH exchange: lines are SASL responses
 	dataPending bool // DATA seen, 354 not yet written
 	inData      bool
+	ehloReply   bool // writing the reply to EHLO
 }
 
 // maxPending bounds how much of a line without its end is held before it
@@ -65,9 +70,28 @@ func (c *conn) current() net.Conn {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
-	for len(c.out) == 0 || c.inData {
+	for len(c.out) == 0 || c.inData || c.chunk > 0 {
 		if c.rerr != nil {
 			break
+		}
+		if c.chunk > 0 {
+			// A BDAT chunk passes through as it is, not as lines.
+			if len(c.in) == 0 {
+				if len(c.out) > 0 {
+					break
+				}
+				c.fill()
+				continue
+			}
+			n := min(int64(len(c.in)), c.chunk)
+			c.out, c.in, c.chunk = append(c.out, c.in[:n]...), c.in[n:], c.chunk-n
+			if c.chunk == 0 && c.last {
+				c.counts["DOT"]++
+				if f, ok := c.srv.cfg.match("DOT", c.n, c.counts["DOT"]); ok {
+					c.rerr = c.apply(f)
+				}
+			}
+			continue
 		}
 		i := bytes.IndexByte(c.in, '\n')
 		if i < 0 {
@@ -78,11 +102,7 @@ func (c *conn) Read(p []byte) (int, error) {
 				c.out, c.in, c.midLine = append(c.out, c.in...), nil, true
 				continue
 			}
-			n, err := c.current().Read(c.buf[:])
-			c.in = append(c.in, c.buf[:n]...)
-			if err != nil {
-				c.out, c.in, c.rerr = append(c.out, c.in...), nil, err
-			}
+			c.fill()
 			continue
 		}
 		line := c.in[:i+1]
@@ -105,6 +125,18 @@ func (c *conn) Read(p []byte) (int, error) {
 	n := copy(p, c.out)
 	c.out = c.out[n:]
 	return n, nil
+}
+
+// fill reads once from the socket into c.in.
+func (c *conn) fill() {
+	n, err := c.current().Read(c.buf[:])
+	if n > 0 {
+		c.read = c.srv.newRead()
+	}
+	c.in = append(c.in, c.buf[:n]...)
+	if err != nil {
+		c.out, c.in, c.rerr = append(c.out, c.in...), nil, err
+	}
 }
 
 // line handles one client line: message data and SASL responses pass
@@ -135,10 +167,20 @@ func (c *conn) line(line []byte) error {
 	text := strings.TrimRight(string(line), "\r\n")
 	verb, _, _ := strings.Cut(text, " ")
 	verb = strings.ToUpper(verb)
-	c.srv.command(text)
+	c.srv.command(text, c.read)
 	c.counts[verb]++
 	if f, ok := c.srv.cfg.match(verb, c.n, c.counts[verb]); ok {
 		return c.apply(f)
+	}
+	if verb == "BDAT" {
+		// go-smtp reads the chunk that follows, even when it refuses the
+		// command (RFC 3030 2); a size that does not parse has none.
+		f := strings.Fields(text)
+		if len(f) >= 2 {
+			if n, err := strconv.ParseUint(f[1], 10, 32); err == nil {
+				c.chunk, c.last = int64(n), len(f) == 3 && strings.EqualFold(f[2], "LAST")
+			}
+		}
 	}
 	c.mu.Lock()
 	c.lastCmd = verb
@@ -206,6 +248,14 @@ func (c *conn) Write(p []byte) (int, error) {
 	inject := c.lastCmd == "EHLO" && strings.HasPrefix(text, "250-") && c.srv.cfg.starttls && !c.isTLS
 	if c.lastCmd == "EHLO" {
 		c.lastCmd = ""
+		c.ehloReply = true
+	}
+	// go-smtp writes a reply a line at a time, and always announces
+	// PIPELINING and CHUNKING before other keywords, never last.
+	drop := c.ehloReply && (c.srv.cfg.noPipelining && strings.HasPrefix(text, "250-PIPELINING") ||
+		c.srv.cfg.noChunking && strings.HasPrefix(text, "250-CHUNKING"))
+	if c.ehloReply && len(text) > 3 && text[3] == ' ' {
+		c.ehloReply = false
 	}
 	inner := c.inner
 	c.mu.Unlock()
@@ -214,6 +264,9 @@ func (c *conn) Write(p []byte) (int, error) {
 		if f, ok := c.srv.cfg.match("GREETING", c.n, 1); ok {
 			return 0, c.apply(f)
 		}
+	}
+	if drop {
+		return len(p), nil
 	}
 	if inject {
 		// go-smtp offers STARTTLS only when it does TLS itself.

@@ -18,8 +18,10 @@ const (
 type Fault struct {
 	// Command is the verb that triggers the fault: "GREETING" (instead of
 	// the banner), "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT",
-	// "DATA" (the command itself), "DOT" (after the whole message was
-	// read, before the reply), "RSET", "NOOP", "VRFY" or "QUIT".
+	// "DATA" (the command itself), "BDAT" (each BDAT command, before its
+	// chunk is read), "DOT" (after the whole message was read, before the
+	// reply: the final dot, or the chunk of BDAT ... LAST), "RSET",
+	// "NOOP", "VRFY" or "QUIT".
 	Command string
 	// Action is what happens.
 	Action Action

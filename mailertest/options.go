@@ -20,6 +20,8 @@ type config struct {
 	smtputf8     bool
 	replies      map[string]reply // lower-case address -> reply
 	faults       []Fault
+	noPipelining bool
+	noChunking   bool
 }
 
 type reply struct {
@@ -93,6 +95,14 @@ func WithRecipientReply(addr string, code int, enhanced, text string) Option {
 		c.replies[strings.ToLower(addr)] = r
 	}
 }
+
+// WithoutPipelining leaves PIPELINING (RFC 2920) out of the EHLO reply.
+// Commands that arrive together are still answered in order.
+func WithoutPipelining() Option { return func(c *config) { c.noPipelining = true } }
+
+// WithoutChunking leaves CHUNKING (RFC 3030, the BDAT command) out of the
+// EHLO reply.
+func WithoutChunking() Option { return func(c *config) { c.noChunking = true } }
 
 // WithFault makes the server misbehave as f says. Several faults may be
 // given; the first that matches a command applies.

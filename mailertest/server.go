@@ -39,6 +39,8 @@ type Server struct {
 	changed  chan struct{} // closed and replaced whenever a message arrives
 	messages []Message
 	commands []string
+	groups   []int // for each command, the socket read it arrived in
+	nreads   int   // socket reads so far, all connections
 	conns    int
 	closed   bool
 }
@@ -155,13 +157,38 @@ func (s *Server) record(m Message) {
 	s.mu.Unlock()
 }
 
-func (s *Server) command(line string) {
+// CommandGroups returns the commands as Commands does, grouped by the
+// socket read that brought them: a client that pipelines (RFC 2920) sends
+// MAIL, its RCPTs and DATA in one write, and they arrive as one group.
+func (s *Server) CommandGroups() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]string
+	for i, c := range s.commands {
+		if i == 0 || s.groups[i] != s.groups[i-1] {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], c)
+	}
+	return out
+}
+
+// newRead numbers a socket read, for CommandGroups.
+func (s *Server) newRead() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nreads++
+	return s.nreads
+}
+
+func (s *Server) command(line string, read int) {
 	if verb, rest, _ := strings.Cut(line, " "); strings.EqualFold(verb, "AUTH") {
 		mech, _, _ := strings.Cut(rest, " ")
 		line = "AUTH " + strings.ToUpper(mech)
 	}
 	s.mu.Lock()
 	s.commands = append(s.commands, line)
+	s.groups = append(s.groups, read)
 	s.mu.Unlock()
 }
 
