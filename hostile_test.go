@@ -15,9 +15,9 @@ import (
 	"time"
 )
 
-// stream writes prefix, then chunk after chunk until the client goes
+// flood writes prefix, then chunk after chunk until the client goes
 // away: a server that never stops talking.
-func stream(c net.Conn, prefix, chunk string) {
+func flood(c net.Conn, prefix, chunk string) {
 	if _, err := io.WriteString(c, prefix); err != nil {
 		return
 	}
@@ -46,10 +46,10 @@ func allocated(fn func()) uint64 {
 // allocating a few MiB at most, and drop the connection.
 func TestEndlessRepliesAreCapped(t *testing.T) {
 	endlessLine := func(code string) func(c *scriptConn, _ string) bool {
-		return func(c *scriptConn, _ string) bool { stream(c, code+" ", "x"); return false }
+		return func(c *scriptConn, _ string) bool { flood(c, code+" ", "x"); return false }
 	}
 	endlessLines := func(code string) func(c *scriptConn, _ string) bool {
-		return func(c *scriptConn, _ string) bool { stream(c, "", code+"-more text\r\n"); return false }
+		return func(c *scriptConn, _ string) bool { flood(c, "", code+"-more text\r\n"); return false }
 	}
 	dataHooks := func(after func(c *scriptConn, _ string) bool) smtpHooks {
 		return smtpHooks{"DATA": func(c *scriptConn, l string) bool {
@@ -65,8 +65,8 @@ func TestEndlessRepliesAreCapped(t *testing.T) {
 		security Security
 		handle   func(c *scriptConn)
 	}{
-		{"greeting line", SecurityNone, func(c *scriptConn) { stream(c, "220 ", "x") }},
-		{"greeting lines", SecurityNone, func(c *scriptConn) { stream(c, "", "220-hello\r\n") }},
+		{"greeting line", SecurityNone, func(c *scriptConn) { flood(c, "220 ", "x") }},
+		{"greeting lines", SecurityNone, func(c *scriptConn) { flood(c, "", "220-hello\r\n") }},
 		{"EHLO line", SecurityNone, func(c *scriptConn) { c.serve(nil, smtpHooks{"EHLO": endlessLine("250")}) }},
 		{"EHLO lines", SecurityNone, func(c *scriptConn) { c.serve(nil, smtpHooks{"EHLO": endlessLines("250")}) }},
 		{"STARTTLS lines", SecuritySTARTTLS, func(c *scriptConn) {
@@ -119,15 +119,15 @@ func TestEndlessProxyRepliesAreCapped(t *testing.T) {
 	}{
 		{"HTTP header line", func(a string) *Proxy { return HTTPProxy(a, "", "") }, func(c net.Conn) {
 			readHTTPRequest(c)
-			stream(c, "HTTP/1.1 200 OK\r\nX-Long: ", "x")
+			flood(c, "HTTP/1.1 200 OK\r\nX-Long: ", "x")
 		}},
 		{"HTTP headers", func(a string) *Proxy { return HTTPProxy(a, "", "") }, func(c net.Conn) {
 			readHTTPRequest(c)
-			stream(c, "HTTP/1.1 200 OK\r\n", "X-Header: value\r\n")
+			flood(c, "HTTP/1.1 200 OK\r\n", "X-Header: value\r\n")
 		}},
 		{"HTTP status line", func(a string) *Proxy { return HTTPProxy(a, "", "") }, func(c net.Conn) {
 			readHTTPRequest(c)
-			stream(c, "HTTP/1.1 200 ", "x")
+			flood(c, "HTTP/1.1 200 ", "x")
 		}},
 		{"SOCKS5 then endless greeting", func(a string) *Proxy { return SOCKS5(a, "", "") }, func(c net.Conn) {
 			buf := make([]byte, 512)
@@ -139,7 +139,7 @@ func TestEndlessProxyRepliesAreCapped(t *testing.T) {
 				return
 			}
 			c.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 25})
-			stream(c, "220 ", "x")
+			flood(c, "220 ", "x")
 		}},
 	}
 	for _, tc := range cases {

@@ -68,6 +68,7 @@ type config struct {
 
 	maxConns        int
 	partialDelivery bool
+	pipelineDepth   int
 }
 
 func newConfig(server string, opts []Option) (*config, error) {
@@ -80,6 +81,7 @@ func newConfig(server string, opts []Option) (*config, error) {
 		minDataRate:      defaultMinDataRate,
 		localName:        "localhost",
 		maxConns:         1,
+		pipelineDepth:    defaultPipelineDepth,
 	}
 	host, port, err := splitServer(server)
 	if err != nil {
@@ -431,6 +433,20 @@ func WithMaxConnections(n int) Option {
 			return fmt.Errorf("mailer: max connections must be at least 1, got %d", n)
 		}
 		c.maxConns = n
+		return nil
+	}
+}
+
+// WithPipelineDepth sets how many transactions SendAll keeps in flight on
+// one session of a server that announces PIPELINING and CHUNKING; the
+// default is 8. 1 still pipelines each transaction's commands, one message
+// at a time. Less than 1 is an error.
+func WithPipelineDepth(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("mailer: pipeline depth must be at least 1, got %d", n)
+		}
+		c.pipelineDepth = n
 		return nil
 	}
 }

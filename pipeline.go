@@ -1,7 +1,6 @@
 package mailer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -76,9 +75,7 @@ func (s *session) sendPipelined(ctx context.Context, tx *transaction, partial, r
 			return nil, &staleError{err}
 		}
 	}
-	if s.bw == nil {
-		s.bw = bufio.NewWriterSize(s.t, 16<<10)
-	}
+	s.writer()
 	p := &pipe{s: s, ctx: ctx, tx: tx, partial: partial, res: &SendResult{}}
 	s.t.resetWriteErr()
 	p.command(s.mailLine(tx))
@@ -278,10 +275,7 @@ func (p *pipe) chunked(wait bool) error {
 		}
 	}
 	s := p.s
-	if s.chunk == nil {
-		s.chunk = make([]byte, 0, maxChunk)
-	}
-	cw := &chunkWriter{p: p, buf: s.chunk[:0]}
+	cw := &chunkWriter{p: p, buf: s.chunkBuf()}
 	s.t.startData(false)
 	crlf := newCRLFWriter(cw)
 	err := p.tx.body(crlf)

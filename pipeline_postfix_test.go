@@ -183,3 +183,47 @@ func TestSMTPSinkPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestPostfixSendAll streams messages through the real Postfix with and
+// without CHUNKING, over two sessions, one refused in the middle: each
+// delivered message is read back byte for byte.
+func TestPostfixSendAll(t *testing.T) {
+	env := testenv.Postfix(t)
+	for _, addr := range []string{env.Plain, env.NoChunk} {
+		c, err := NewConnection(addr, WithSecurity(SecurityNone), WithMaxConnections(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []*Message
+		for i := range 20 {
+			msg, id := rawMessage("stream")
+			to := "someone@example.test"
+			if i == 7 {
+				to = "reject@example.test"
+			}
+			msgs = append(msgs, &Message{From: Recipient{Address: "sender@example.test"}, To: []Recipient{{Address: to}},
+				Subject: "stream " + id, Text: msg, MessageID: id, Date: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)})
+		}
+		i := 0
+		for res, err := range c.SendAll(testCtx(t), slices.Values(msgs)) {
+			var re *RecipientsError
+			switch {
+			case i == 7:
+				if !errors.As(err, &re) {
+					t.Errorf("%s: message 7: err = %v, want the refusal", addr, err)
+				}
+			case err != nil:
+				t.Errorf("%s: message %d: %v", addr, i, err)
+			default:
+				var b bytes.Buffer
+				msgs[i].WriteTo(&b)
+				delivered(t, env, b.String(), res.MessageID)
+			}
+			i++
+		}
+		c.Close()
+		if i != 20 {
+			t.Errorf("%s: %d outcomes", addr, i)
+		}
+	}
+}

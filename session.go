@@ -370,21 +370,29 @@ func (s *session) maxSize() int64 {
 // but a server reply, or a 421 ("closing"). limit is the timeout that
 // applied, for the message; an empty cmd leaves err's text as it is.
 func (s *session) fail(ctx context.Context, cmd string, limit time.Duration, err error) error {
+	err, dead := s.classify(ctx, cmd, limit, err)
+	if dead {
+		s.dead = true
+	}
+	return err
+}
+
+// classify is fail without marking the session: it returns the package's
+// error and whether the session is dead.
+func (s *session) classify(ctx context.Context, cmd string, limit time.Duration, err error) (error, bool) {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		if se.Code == 421 {
-			s.dead = true
-		}
-		return replyError(cmd, err)
+		return replyError(cmd, err), se.Code == 421
 	}
 	var ours *SMTPError
 	if errors.As(err, &ours) {
-		if ours.Code == 421 {
-			s.dead = true
-		}
-		return err
+		return err, ours.Code == 421
 	}
-	s.dead = true
+	return s.connErr(ctx, cmd, limit, err), true
+}
+
+// connErr describes a failure of the connection itself.
+func (s *session) connErr(ctx context.Context, cmd string, limit time.Duration, err error) error {
 	var pe textproto.ProtocolError
 	if errors.As(err, &pe) {
 		err = fmt.Errorf("malformed reply: %s", clip(string(pe)))
@@ -429,11 +437,8 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	defer unbind()
 	reused := s.used
 	s.used = true
-	if limit := s.maxSize(); limit > 0 && tx.size > limit {
-		return nil, fmt.Errorf("%w: %d bytes, %s accepts %d", ErrMessageTooLarge, tx.size, s.addr, limit)
-	}
-	if tx.utf8 && !s.has("SMTPUTF8") {
-		return nil, fmt.Errorf("%w: an address has a non-ASCII local part", ErrSMTPUTF8Unsupported)
+	if err := s.check(tx); err != nil {
+		return nil, err
 	}
 	if s.has("PIPELINING") {
 		return s.sendPipelined(ctx, tx, partial, reused)
@@ -508,6 +513,34 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	s.sink.event(s.id, "smtp message sent", slog.Int("recipients", len(res.Accepted)),
 		slog.Int("refused", len(res.Rejected)), slog.String("response", res.Response))
 	return res, nil
+}
+
+// check returns why tx cannot be sent on s, before anything is.
+func (s *session) check(tx *transaction) error {
+	if limit := s.maxSize(); limit > 0 && tx.size > limit {
+		return fmt.Errorf("%w: %d bytes, %s accepts %d", ErrMessageTooLarge, tx.size, s.addr, limit)
+	}
+	if tx.utf8 && !s.has("SMTPUTF8") {
+		return fmt.Errorf("%w: an address has a non-ASCII local part", ErrSMTPUTF8Unsupported)
+	}
+	return nil
+}
+
+// writer returns the buffered writer the pipelined paths write with.
+func (s *session) writer() *bufio.Writer {
+	if s.bw == nil {
+		s.bw = bufio.NewWriterSize(s.t, 16<<10)
+	}
+	return s.bw
+}
+
+// chunkBuf returns the session's empty BDAT chunk buffer of capacity
+// maxChunk, made on first use.
+func (s *session) chunkBuf() []byte {
+	if s.chunk == nil {
+		s.chunk = make([]byte, 0, maxChunk)
+	}
+	return s.chunk[:0]
 }
 
 // reset sends RSET after a failed transaction so the next one starts
