@@ -108,7 +108,7 @@ func (a *authConfig) authenticate(ctx context.Context, c authClient, offered []s
 			return "", fmt.Errorf("mailer: AUTH: %w", err)
 		}
 		if !slices.Contains(offered, strings.ToUpper(mech)) {
-			return "", fmt.Errorf("%w: the server offers %v, not %s", ErrAuthUnavailable, offered, mech)
+			return "", fmt.Errorf("%w: the server offers %s, not %s", ErrAuthUnavailable, clip(fmt.Sprint(offered)), mech)
 		}
 		return mech, authError(mech, c.Auth(cl))
 	}
@@ -157,7 +157,7 @@ func authError(mech string, err error) error {
 	if errors.As(err, &se) {
 		return err
 	}
-	return fmt.Errorf("mailer: AUTH %s: %w", mech, err)
+	return fmt.Errorf("mailer: AUTH %s: %w", mech, &clippedError{err})
 }
 
 // choose returns the first mechanism in the caller's order (or order) that
@@ -188,7 +188,7 @@ func (a *authConfig) choose(order, offered []string, encrypted bool) (string, er
 	if insecure != "" {
 		return "", fmt.Errorf("%w: %s would reveal the secret; use TLS, or WithInsecureAuth", ErrInsecureAuth, insecure)
 	}
-	return "", fmt.Errorf("%w: the server offers %v; allowed: %v", ErrAuthUnavailable, offered, allowed)
+	return "", fmt.Errorf("%w: the server offers %s; allowed: %v", ErrAuthUnavailable, clip(fmt.Sprint(offered)), allowed)
 }
 
 func (a *authConfig) passwordClient(ctx context.Context, mech string) sasl.Client {

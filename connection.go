@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -184,10 +185,26 @@ func (c *Connection) Noop(ctx context.Context) error {
 // Code tells "cannot verify, will try" (252) from "no such user" (550) and
 // "VRFY disabled" (502). Many servers answer 252 to everything.
 func (c *Connection) Verify(ctx context.Context, addr string) error {
-	if strings.ContainsAny(addr, "\r\n\x00") {
-		return fmt.Errorf("%w: %q", ErrHeaderInjection, addr)
+	if err := checkVerify(addr); err != nil {
+		return err
 	}
 	return c.run(ctx, func(ctx context.Context, s *session) error { return s.verify(ctx, addr) })
+}
+
+// checkVerify checks VRFY's argument: an address by the rule of every
+// address sent, or a user name (RFC 5321 3.5.3) of printable characters
+// within a path's length.
+func checkVerify(arg string) error {
+	if strings.Contains(arg, "@") {
+		return checkAddress(arg)
+	}
+	if strings.ContainsAny(arg, "\r\n\x00") {
+		return fmt.Errorf("%w: %s", ErrHeaderInjection, quoteCut(arg))
+	}
+	if arg == "" || len(arg) > 256 || !utf8.ValidString(arg) || strings.IndexFunc(arg, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: VRFY %s", ErrInvalidAddress, quoteCut(arg))
+	}
+	return nil
 }
 
 // Extensions returns the EHLO keywords the server announced in the most

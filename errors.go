@@ -239,6 +239,20 @@ func newReply(cmd string, code int, msg string) *SMTPError {
 	return e
 }
 
+// handshakeError is a failed TLS handshake. It matches ErrTLSRequired, and
+// its text is the TLS error's, cut and escaped: certificate names come
+// from the server.
+type handshakeError struct {
+	what, addr string
+	err        error
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("mailer: %s with %s failed: %s", e.what, e.addr, clip(e.err.Error()))
+}
+
+func (e *handshakeError) Unwrap() []error { return []error{ErrTLSRequired, e.err} }
+
 // clippedError shows a wrapped error's text through clip, for errors whose
 // text may carry what a server or proxy sent.
 type clippedError struct{ err error }

@@ -1,6 +1,7 @@
 package mailer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -75,6 +76,17 @@ func TestEndlessRepliesAreCapped(t *testing.T) {
 		{"MAIL line", SecurityNone, func(c *scriptConn) { c.serve(nil, smtpHooks{"MAIL": endlessLine("250")}) }},
 		{"MAIL lines", SecurityNone, func(c *scriptConn) { c.serve(nil, smtpHooks{"MAIL": endlessLines("250")}) }},
 		{"after the dot", SecurityNone, func(c *scriptConn) { c.serve(nil, dataHooks(endlessLines("250"))) }},
+		// net/textproto goes on reading a multi-line reply through lines
+		// that are malformed or carry another code.
+		{"EHLO junk after a continuation", SecurityNone, func(c *scriptConn) {
+			c.serve(nil, smtpHooks{"EHLO": func(c *scriptConn, _ string) bool { flood(c, "250-x\r\n", "x\r\n"); return false }})
+		}},
+		{"MAIL other code after a continuation", SecurityNone, func(c *scriptConn) {
+			c.serve(nil, smtpHooks{"MAIL": func(c *scriptConn, _ string) bool { flood(c, "250-x\r\n", "251 other\r\n"); return false }})
+		}},
+		{"MAIL long line", SecurityNone, func(c *scriptConn) {
+			c.serve(nil, smtpHooks{"MAIL": func(c *scriptConn, _ string) bool { c.send("250 " + strings.Repeat("x", 3000)); return true }})
+		}},
 		{"AUTH challenge", SecurityNone, func(c *scriptConn) {
 			c.serve([]string{"AUTH LOGIN"}, smtpHooks{"AUTH": endlessLine("334")})
 		}},
@@ -582,5 +594,160 @@ func TestCloseIsBoundedAndInterrupts(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not interrupt the send")
+	}
+}
+
+// TestCancelDuringAuthSendsNoQuit: once the caller's context has ended,
+// the session that failed in AUTH is closed, not QUIT with a fresh
+// timeout.
+func TestCancelDuringAuthSendsNoQuit(t *testing.T) {
+	authSeen := make(chan struct{})
+	srv := newScriptServer(t, func(c *scriptConn) {
+		c.serve([]string{"AUTH PLAIN"}, smtpHooks{"AUTH": func(c *scriptConn, _ string) bool {
+			close(authSeen)
+			for {
+				if _, ok := c.line(); !ok { // read on, answer nothing
+					return false
+				}
+			}
+		}})
+	})
+	c := plain(t, srv.addr(), WithCredentials("u", "p"), WithInsecureAuth())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-authSeen; cancel() }()
+	if err := c.Connect(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if srv.saw("QUIT") {
+		t.Error("QUIT sent after the context was cancelled")
+	}
+}
+
+// TestMoreServerTextClipped: AUTH mechanism names and an OAUTHBEARER
+// error come from the server too.
+func TestMoreServerTextClipped(t *testing.T) {
+	long := strings.Repeat("M", 1900)
+	cases := map[string]struct {
+		ext   string
+		hooks smtpHooks
+		opts  []Option
+	}{
+		"mechanisms": {"AUTH X\x1b]0;owned\x07" + long, nil, []Option{WithCredentials("u", "p")}},
+		"OAUTHBEARER error": {"AUTH OAUTHBEARER", smtpHooks{"AUTH": func(c *scriptConn, _ string) bool {
+			c.send("334 " + base64.StdEncoding.EncodeToString([]byte(`{"status":"\u001b[2J`+long+`"}`)))
+			c.line()
+			c.send("535 5.7.8 no")
+			return true
+		}}, []Option{WithTokenSource(TokenFunc(func(context.Context, bool) (string, error) { return "tok", nil }))}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			srv := newScriptServer(t, func(c *scriptConn) { c.serve([]string{tc.ext}, tc.hooks) })
+			c := plain(t, srv.addr(), append(tc.opts, WithInsecureAuth())...)
+			err := c.Connect(testCtx(t))
+			if err == nil || len(err.Error()) > 1024 || strings.ContainsAny(err.Error(), "\x1b\x07") {
+				t.Errorf("err of %d bytes: %.200q", len(fmt.Sprint(err)), fmt.Sprint(err))
+			}
+		})
+	}
+}
+
+// TestVerifyChecksItsArgument: VRFY's argument follows the address rule.
+func TestVerifyChecksItsArgument(t *testing.T) {
+	srv := newScriptServer(t, func(c *scriptConn) { c.serve(nil, nil) })
+	c := plain(t, srv.addr())
+	for _, arg := range []string{"a\x1b[2J@x.test", "a\vb@x.test", "a\x7f@x.test", strings.Repeat("a", 5000) + "@x.test", "user\x1b", ""} {
+		if err := c.Verify(testCtx(t), arg); !errors.Is(err, ErrInvalidAddress) {
+			t.Errorf("Verify(%.40q): err = %v", arg, err)
+		}
+	}
+	if srv.saw("VRFY") {
+		t.Error("a bad VRFY argument was sent")
+	}
+	if err := c.Verify(testCtx(t), "postmaster"); err != nil {
+		var se *SMTPError
+		if !errors.As(err, &se) || se.Code != 252 {
+			t.Errorf("Verify(postmaster): %v", err)
+		}
+	}
+}
+
+// TestHTTPProxyBodyHeaderIgnored: a 200 to CONNECT has no body whatever
+// its header says (RFC 9110 9.3.6): the greeting after it is SMTP's.
+func TestHTTPProxyBodyHeaderIgnored(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		readHTTPRequest(c)
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\nContent-Length: 4\r\n\r\n220 smtp.example.test ESMTP\r\n")
+		sc := &scriptConn{Conn: c, r: bufio.NewReader(c), srv: &scriptServer{t: t}}
+		for {
+			l, ok := sc.line()
+			if !ok {
+				return
+			}
+			switch strings.Fields(l + " x")[0] {
+			case "EHLO":
+				sc.send("250 smtp.example.test")
+			case "QUIT":
+				sc.send("221 bye")
+				return
+			}
+		}
+	}()
+	c, err := NewConnection("smtp.example.test:25", WithSecurity(SecurityNone), WithProxy(HTTPProxy(ln.Addr().String(), "", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect(testCtx(t)); err != nil {
+		t.Errorf("Connect: %v", err)
+	}
+}
+
+// TestCancelDuringProxyHandshake: the caller's cancellation is not the
+// proxy's fault.
+func TestCancelDuringProxyHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // and say nothing
+		}
+	}()
+	c, err := NewConnection("smtp.example.test:25", WithSecurity(SecurityNone), WithProxy(HTTPProxy(ln.Addr().String(), "", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { conn := <-accepted; defer conn.Close(); cancel() }()
+	err = c.Connect(ctx)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrProxyUnreachable) || strings.Count(err.Error(), "connecting to") > 1 {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// TestHandshakeErrorClipped: a certificate can carry 99 long names with
+// control characters, and crypto/x509 lists them in its error.
+func TestHandshakeErrorClipped(t *testing.T) {
+	inner := errors.New("x509: certificate is valid for " + strings.Repeat("n\x1b[31m"+strings.Repeat("x", 500)+", ", 99))
+	err := error(&handshakeError{what: "TLS handshake", addr: "mx:465", err: inner})
+	if !errors.Is(err, ErrTLSRequired) || !errors.Is(err, inner) || len(err.Error()) > 1024 || strings.Contains(err.Error(), "\x1b") ||
+		strings.Contains(err.Error(), "not available") {
+		t.Errorf("err = %.200q (%d bytes)", err.Error(), len(err.Error()))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 	"golang.org/x/net/proxy"
@@ -277,7 +278,7 @@ func durationOption(name string, d time.Duration, field func(*config) *time.Dura
 // "localhost"; servers that check it want the sending host's public name.
 func WithLocalName(name string) Option {
 	return func(c *config) error {
-		if name == "" || strings.ContainsAny(name, " \t\r\n\x00") {
+		if name == "" || strings.IndexFunc(name, func(r rune) bool { return r == ' ' || unicode.IsControl(r) }) >= 0 {
 			return fmt.Errorf("mailer: invalid local name %q", name)
 		}
 		c.localName = name

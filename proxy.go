@@ -189,6 +189,13 @@ func (p *Proxy) fail(dest string, code int, kind error, detail error) error {
 func (p *Proxy) dialer(forward proxy.ContextDialer) proxy.ContextDialer {
 	return dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := forward.DialContext(ctx, "tcp", p.addr)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// The caller gave up: no fault of the proxy's.
+			if conn != nil {
+				conn.Close()
+			}
+			return nil, ctx.Err()
+		}
 		if err != nil {
 			return nil, p.fail(addr, 0, ErrProxyUnreachable, err)
 		}
@@ -210,6 +217,9 @@ func (p *Proxy) dialer(forward proxy.ContextDialer) proxy.ContextDialer {
 		out, err := p.handshake(ctx, conn, addr)
 		if err != nil {
 			conn.Close()
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, ctx.Err()
+			}
 			if ctx.Err() != nil || isTimeout(err) {
 				return nil, p.fail(addr, 0, ErrProxyUnreachable, fmt.Errorf("no answer: %w", cmpErr(ctx.Err(), context.DeadlineExceeded)))
 			}
@@ -405,7 +415,9 @@ func (p *Proxy) httpConnect(conn net.Conn, addr string) (net.Conn, error) {
 		}
 		return nil, p.fail(addr, 0, ErrProxyUnreachable, &clippedError{err})
 	}
-	resp.Body.Close()
+	// The body is left unread: RFC 9110 9.3.6, a 2xx reply to CONNECT has
+	// none whatever its header says, and after any other the connection
+	// is dropped.
 	status := errors.New(clip(resp.Status))
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:

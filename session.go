@@ -106,7 +106,8 @@ func (s *session) connect(ctx context.Context) (net.Conn, error) {
 		var pe *ProxyError
 		switch {
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("mailer: connecting to %s: %w: %w", s.addr, ctx.Err(), err)
+			// The caller's end, not the proxy's or the network's.
+			return nil, fmt.Errorf("mailer: connecting to %s: %w", s.addr, ctx.Err())
 		case cctx.Err() != nil || isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
 			return nil, &timeoutError{what: fmt.Sprintf("connecting to %s: no connection within %v", s.addr, cfg.connectTimeout), err: err}
 		case errors.As(err, &pe):
@@ -143,7 +144,7 @@ func (s *session) open(ctx context.Context, security Security) error {
 				cmd += " " + mech
 			}
 			err = s.fail(ctx, cmd, s.cfg.timeout, err)
-			s.quit(quitTimeout)
+			s.leave(ctx)
 			return err
 		}
 		s.mech = mech
@@ -169,7 +170,7 @@ func (s *session) handshake(ctx context.Context, what string) error {
 		return fmt.Errorf("mailer: %s with %s: the server answered in plain text (%q): this port expects SMTP before TLS; use SecuritySTARTTLS: %w",
 			what, s.addr, rh.RecordHeader[:], ErrTLSRequired)
 	}
-	return fmt.Errorf("mailer: %s with %s: %w: %w", what, s.addr, ErrTLSRequired, err)
+	return &handshakeError{what: what, addr: s.addr, err: err}
 }
 
 // readGreeting reads the 220 banner within the greeting timeout and keeps
@@ -224,7 +225,7 @@ func (s *session) startTLS(ctx context.Context, required bool) error {
 		if !required {
 			return nil
 		}
-		s.quit(quitTimeout)
+		s.leave(ctx)
 		return fmt.Errorf("%w: %s does not offer STARTTLS (nothing was sent; SecuritySTARTTLSOptional would go on unencrypted)", ErrTLSRequired, s.addr)
 	}
 	// Bytes the server sends after this reply and before the handshake
@@ -238,7 +239,7 @@ func (s *session) startTLS(ctx context.Context, required bool) error {
 		if !required && !s.dead {
 			return nil
 		}
-		s.quit(quitTimeout)
+		s.leave(ctx)
 		return fmt.Errorf("%w: %w", ErrTLSRequired, serr)
 	}
 	if err := s.handshake(ctx, "STARTTLS handshake"); err != nil {
@@ -387,6 +388,10 @@ func (s *session) classify(ctx context.Context, cmd string, limit time.Duration,
 	var ours *SMTPError
 	if errors.As(err, &ours) {
 		return err, ours.Code == 421
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		// go-smtp's own cap on a line, the same as the transport's.
+		err = fmt.Errorf("%w: a line longer than %d bytes", ErrReplyTooLarge, maxReplyLine)
 	}
 	return s.connErr(ctx, cmd, limit, err), true
 }
@@ -594,6 +599,16 @@ func (s *session) quit(wait time.Duration) {
 	}
 	unbind()
 	s.close()
+}
+
+// leave ends a session that failed while opening: with QUIT when the
+// connection is sound and ctx still running, else by closing it at once.
+func (s *session) leave(ctx context.Context) {
+	if s.dead || ctxExpired(ctx) {
+		s.close()
+		return
+	}
+	s.quit(quitTimeout)
 }
 
 // close drops the connection without QUIT.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,10 +18,11 @@ import (
 // Caps on what is read from a server. RFC 5321 4.5.3.1.5 limits a reply
 // line to 512 octets; the caps are generous but finite, so that a hostile
 // or broken server cannot make the client hold more than maxReplyBytes of
-// one reply. go-smtp enforces none of them, so the transport does, beneath
-// it.
+// one reply. go-smtp limits lines to 2,000 octets and nothing else, so the
+// transport enforces the rest beneath it, and the same line length for
+// what it reads itself.
 const (
-	maxReplyLine  = 4 << 10  // octets in one reply line, CRLF included
+	maxReplyLine  = 2000     // octets in one reply line, CRLF included
 	maxReplyLines = 1000     // lines in one reply
 	maxReplyBytes = 64 << 10 // octets in one reply
 )
@@ -44,12 +46,11 @@ const defaultMinDataRate = 16 << 10
 // the transcript, replays bytes the session has already read, and
 // remembers whether a write failed.
 type transport struct {
-	mu        sync.Mutex
-	conn      net.Conn  // the socket, or TLS over it
-	limit     time.Time // the bound context's deadline; zero if none
-	cancelled bool      // the bound context is done
-	deadline  time.Time // the deadline last asked for, before capping
-	writeErr  error     // the first write error since resetWriteErr
+	mu       sync.Mutex
+	conn     net.Conn          // the socket, or TLS over it
+	bound    []context.Context // the contexts bound, outermost first
+	deadline time.Time         // the deadline last asked for, before capping
+	writeErr error             // the first write error since resetWriteErr
 	// ioTimeout bounds each Write, since go-smtp sets no deadline while
 	// message data is written.
 	ioTimeout time.Duration
@@ -66,6 +67,7 @@ type transport struct {
 	replay     []byte        // served by Read before the connection's own bytes
 	replyLines int           // lines of the reply being read
 	replyBytes int           // and its bytes
+	multiCode  string        // the code of a multi-line reply being read
 	capture    []byte        // lines read while capturing is on
 	capOn      bool
 	nread      int64 // bytes read from the connection
@@ -96,39 +98,43 @@ func (t *transport) bytesRead() int64 { return t.nread }
 
 // bind ties the transport to ctx until the returned function is called:
 // deadlines are capped at ctx's and cancelling ctx interrupts any blocked
-// I/O.
+// I/O. Binds nest: an inner bind (QUIT's own short context, say) never
+// lifts an outer context's end.
 func (t *transport) bind(ctx context.Context) (unbind func()) {
 	t.mu.Lock()
-	t.limit, _ = ctx.Deadline()
-	t.cancelled = false
+	t.bound = append(t.bound, ctx)
 	t.applyLocked()
 	t.mu.Unlock()
-	stop := context.AfterFunc(ctx, t.abort)
+	stop := context.AfterFunc(ctx, t.reapply)
 	return func() {
 		stop()
 		t.mu.Lock()
-		t.limit, t.cancelled = time.Time{}, false
+		if i := slices.Index(t.bound, ctx); i >= 0 {
+			t.bound = slices.Delete(t.bound, i, i+1)
+		}
 		t.applyLocked()
 		t.mu.Unlock()
 	}
 }
 
-// abort makes every blocked and future read and write fail at once, until
-// the next bind.
-func (t *transport) abort() {
+// reapply sets the connection's deadline again, when a bound context
+// ends: every blocked and future read and write then fails at once.
+func (t *transport) reapply() {
 	t.mu.Lock()
-	t.cancelled = true
 	t.applyLocked()
 	t.mu.Unlock()
 }
 
-// effectiveLocked returns the deadline d capped by the bound context.
+// effectiveLocked returns the deadline d capped by the bound contexts, or
+// a past one if any of them is done.
 func (t *transport) effectiveLocked(d time.Time) time.Time {
-	if t.cancelled {
-		return time.Unix(1, 0)
-	}
-	if !t.limit.IsZero() && (d.IsZero() || d.After(t.limit)) {
-		return t.limit
+	for _, ctx := range t.bound {
+		if ctx.Err() != nil {
+			return time.Unix(1, 0)
+		}
+		if dl, ok := ctx.Deadline(); ok && (d.IsZero() || d.After(dl)) {
+			d = dl
+		}
 	}
 	return d
 }
@@ -178,9 +184,16 @@ func (t *transport) readLine() ([]byte, error) {
 	case t.replyBytes > maxReplyBytes:
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrReplyTooLarge, maxReplyBytes)
 	}
-	// A reply's last line has no '-' after the code.
-	if len(line) < 4 || line[3] != '-' {
-		t.replyLines, t.replyBytes = 0, 0
+	// Where a reply ends is decided as net/textproto (and so go-smtp)
+	// decides it: a line without '-' after the code ends a one-line reply;
+	// a multi-line reply ends only at a line with its code and a space,
+	// whatever malformed lines come before.
+	switch {
+	case t.multiCode == "" && len(line) >= 4 && line[3] == '-':
+		t.multiCode = string(line[:3])
+	case t.multiCode == "",
+		len(line) >= 4 && line[3] == ' ' && string(line[:3]) == t.multiCode:
+		t.replyLines, t.replyBytes, t.multiCode = 0, 0, ""
 	}
 	if t.tr != nil {
 		t.tr.server(line)
@@ -328,7 +341,7 @@ func (t *transport) startTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, e
 	t.conn = tc
 	t.mu.Unlock()
 	t.br.Reset(connReader{t})
-	t.pending, t.replyLines, t.replyBytes = nil, 0, 0
+	t.pending, t.replyLines, t.replyBytes, t.multiCode = nil, 0, 0, ""
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, err
 	}
