@@ -2,6 +2,8 @@ package mailer
 
 import (
 	"bytes"
+	"net"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -81,5 +83,29 @@ func TestTranscriptCutsLongLines(t *testing.T) {
 	tr.server([]byte("\r\n"))
 	if n := len(strings.TrimSpace(out.String())); n > maxTranscriptLine+10 {
 		t.Errorf("line of %d bytes kept", n)
+	}
+}
+
+func TestQuickAckerOnlyForTCP(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if quickAcker(a) != nil {
+		t.Error("quick ACK for a pipe")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if f := quickAcker(c); runtime.GOOS == "linux" && f == nil {
+		t.Error("no quick ACK for a TCP socket on Linux")
+	} else if f != nil {
+		f() // must not panic on a live socket
 	}
 }

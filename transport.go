@@ -70,13 +70,14 @@ type transport struct {
 	multiCode  string        // the code of a multi-line reply being read
 	capture    []byte        // lines read while capturing is on
 	capOn      bool
-	nread      int64 // bytes read from the connection
+	nread      int64  // bytes read from the connection
+	quickAck   func() // after each read, if the socket supports it
 
 	tr *transcript
 }
 
 func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration, minRate int64) *transport {
-	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate}
+	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate, quickAck: quickAcker(conn)}
 	t.br = bufio.NewReaderSize(connReader{t}, maxReplyLine)
 	return t
 }
@@ -90,6 +91,9 @@ func (r connReader) Read(p []byte) (int, error) {
 	r.t.mu.Unlock()
 	n, err := conn.Read(p)
 	r.t.nread += int64(n)
+	if n > 0 && r.t.quickAck != nil {
+		r.t.quickAck()
+	}
 	return n, err
 }
 

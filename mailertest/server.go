@@ -43,6 +43,7 @@ type Server struct {
 	nreads   int   // socket reads so far, all connections
 	conns    int
 	closed   bool
+	live     []*conn // every connection accepted, for Close
 }
 
 // NewServer starts a server on 127.0.0.1 with a port chosen by the system.
@@ -144,9 +145,16 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.done)
+	live := s.live
 	s.mu.Unlock()
-	s.smtp.Close()
-	return nil
+	// The sockets are closed under go-smtp rather than through its
+	// Server.Close, which races with a BDAT being handled (go-smtp
+	// v0.25.1): each connection's handler then ends by itself.
+	err := s.ln.Close()
+	for _, c := range live {
+		c.raw.Close()
+	}
+	return err
 }
 
 func (s *Server) record(m Message) {
@@ -205,8 +213,13 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	s := l.srv
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
 	s.conns++
-	n := s.conns
-	s.mu.Unlock()
-	return newConn(c, s, n), nil
+	wc := newConn(c, s, s.conns)
+	s.live = append(s.live, wc)
+	return wc, nil
 }

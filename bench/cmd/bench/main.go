@@ -58,6 +58,7 @@ type peer struct {
 var peers = []peer{
 	{"mailer", dialOurs},
 	{"mailer (SendRaw)", dialOurs},
+	{"mailer (SendAll)", dialOurs},
 	{"go-smtp (raw, reused)", dialGoSMTP},
 	{"net/smtp (reused)", dialNetSMTP},
 	{"go-mail (defaults)", func(ctx context.Context, addr string, _ int) (client, error) { return dialGoMail(ctx, addr) }},
@@ -69,6 +70,23 @@ var peers = []peer{
 type ours struct {
 	c   *mailer.Connection
 	msg *mailer.Message // nil: SendRaw with the same bytes as the raw peers
+	all bool            // SendAll: the whole batch as one stream
+}
+
+// sendAll sends n messages as one SendAll stream.
+func (o *ours) sendAll(ctx context.Context, n int) error {
+	for _, err := range o.c.SendAll(ctx, func(yield func(*mailer.Message) bool) {
+		for range n {
+			if !yield(o.msg) {
+				return
+			}
+		}
+	}) {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func dialOurs(ctx context.Context, addr string, conns int) (client, error) {
@@ -80,7 +98,7 @@ func dialOurs(ctx context.Context, addr string, conns int) (client, error) {
 		From: mailer.Recipient{Name: "Sender", Address: from}, To: []mailer.Recipient{{Name: "Rcpt", Address: to}},
 		Subject: "bench", Text: strings.Repeat("A line of text in the benchmark message body.\n", 40),
 	}
-	return &ours{c, msg}, c.Connect(ctx)
+	return &ours{c: c, msg: msg}, c.Connect(ctx)
 }
 
 func (o *ours) send(ctx context.Context) error {
@@ -168,6 +186,13 @@ type server struct {
 func startServers() []server {
 	ms := mailertest.NewServer()
 	servers := []server{{"mailertest", ms.Addr(), func() { ms.Close() }}}
+	// The real Postfix (PIPELINING and CHUNKING) when scripts/test-servers
+	// runs; bench/run starts it as root.
+	if addr := os.Getenv("MAILER_TEST_POSTFIX_PLAIN"); addr != "" {
+		servers = append(servers, server{"postfix", addr, func() {}})
+	} else {
+		log.Printf("MAILER_TEST_POSTFIX_PLAIN unset: the Postfix rows are skipped (bench/run starts it as root)")
+	}
 	sink, err := exec.LookPath("smtp-sink")
 	if err != nil {
 		sink = "/usr/sbin/smtp-sink"
@@ -216,11 +241,17 @@ func measure(p peer, srv server, rtt time.Duration, n, conns int) (result, error
 		if err != nil {
 			return result{}, err
 		}
-		if p.name == "mailer (SendRaw)" {
+		switch p.name {
+		case "mailer (SendRaw)":
 			c.(*ours).msg = nil
+		case "mailer (SendAll)":
+			c.(*ours).all = true
 		}
 		for range conns {
 			clients = append(clients, c)
+		}
+		if c.(*ours).all {
+			clients = clients[:1] // one stream over every session
 		}
 	} else {
 		for range conns {
@@ -250,8 +281,12 @@ func measure(p peer, srv server, rtt time.Duration, n, conns int) (result, error
 	return result{rate: float64(n) / elapsed.Seconds(), turns: float64(r.Turns()-before) / float64(n)}, nil
 }
 
-// run sends n messages spread over the clients, one goroutine per client.
+// run sends n messages spread over the clients, one goroutine per client,
+// or as one stream for mailer's SendAll.
 func run(ctx context.Context, clients []client, n int) error {
+	if o, ok := clients[0].(*ours); ok && o.all {
+		return o.sendAll(ctx, n)
+	}
 	var left atomic.Int64
 	left.Store(int64(n))
 	var wg sync.WaitGroup
@@ -340,6 +375,7 @@ func main() {
 	}
 	// The memory figure needs a server outside the measured process.
 	memoryTable(servers[len(servers)-1])
+	memoryTable(servers[0]) // mailertest: CHUNKING, so mailer's BDAT path
 	renderTable()
 }
 
