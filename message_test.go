@@ -426,26 +426,6 @@ func TestSendOneMessageConcurrently(t *testing.T) {
 	}
 }
 
-func BenchmarkRender(b *testing.B) {
-	m := &Message{
-		From:    Recipient{Name: "Sender", Address: "sender@example.com"},
-		To:      []Recipient{{Name: "Recipient", Address: "rcpt@example.com"}},
-		Subject: "Monthly report", Text: strings.Repeat("Plain text body line.\n", 40),
-		HTML: "<html><body>" + strings.Repeat("<p>HTML body line.</p>\n", 40) + "</body></html>",
-	}
-	m.AttachBytes("small.pdf", bytes.Repeat([]byte("%PDF"), 2048))
-	p, err := m.prepare(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := p.writeTo(io.Discard); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // TestEveryValueChecked covers values that the check used to skip: it was
 // keyed by header name and filename, so a second header or attachment of
 // the same name hid the first, and it read the fields of an attachment as

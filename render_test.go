@@ -3,6 +3,7 @@ package mailer
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,11 +14,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/emersion/go-message/mail"
+	gmtextproto "github.com/emersion/go-message/textproto"
 )
 
 // pythonParse is run by python3: it parses the message with the standard
@@ -217,5 +221,129 @@ func TestRenderChecksHeadersFirst(t *testing.T) {
 		if n, err := p.writeTo(&b); !errors.Is(err, ErrHeaderInjection) && !strings.Contains(fmt.Sprint(err), "control character") || n != 0 || b.Len() != 0 {
 			t.Errorf("%s: writeTo = %d, %v after writing %d bytes:\n%s", name, n, err, b.Len(), b.Bytes())
 		}
+	}
+}
+
+// TestWriteHeaderLikeGoMessage checks that writeHeader writes what
+// go-message's header writer does, on both sides of the length from which
+// it leaves a field to go-message.
+func TestWriteHeaderLikeGoMessage(t *testing.T) {
+	var fields [][2]string
+	for _, name := range []string{"Subject", "x-custom-name", "MIME-Version", "Content-ID", "X"} {
+		for n := foldLen - 30; n <= foldLen+10; n++ {
+			for _, v := range []string{"", strings.Repeat("a", n), strings.Repeat("ab ", n)[:n], strings.Repeat(" a\tb", n)[:n]} {
+				fields = append(fields, [2]string{name, v})
+			}
+		}
+	}
+	var h gmtextproto.Header
+	for i := len(fields) - 1; i >= 0; i-- {
+		h.Add(fields[i][0], fields[i][1])
+	}
+	var want, got bytes.Buffer
+	if err := gmtextproto.WriteHeader(&want, h); err != nil {
+		t.Fatal(err)
+	}
+	r := renderers.Get().(*renderer)
+	defer r.release()
+	r.cw.w = &got
+	if err := r.writeHeader(fields); err != nil {
+		t.Fatal(err)
+	}
+	r.bw.Flush()
+	if got.String() != want.String() {
+		t.Errorf("writeHeader wrote\n%s\ngo-message\n%s", got.Bytes(), want.Bytes())
+	}
+}
+
+// TestBase64Lines renders attachments around the sizes of a line and of
+// the renderer's read chunk: the body is the base64 encoding in lines of
+// 76 characters with CRLF between them, and the delimiter's CRLF after the
+// last.
+func TestBase64Lines(t *testing.T) {
+	chunk := len(renderer{}.in)
+	for _, n := range []int{0, 1, 2, 3, 56, 57, 58, 114, chunk - 1, chunk, chunk + 1, 3*chunk + 57} {
+		data := make([]byte, n)
+		(&pattern{n: uint64(n)}).Read(data)
+		m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}}, Text: "x"}
+		m.AttachBytes("f.bin", data)
+		enc := base64.StdEncoding.EncodeToString(data)
+		var lines []string
+		for len(enc) > 76 {
+			lines, enc = append(lines, enc[:76]), enc[76:]
+		}
+		want := "Content-Transfer-Encoding: base64\r\n\r\n" + strings.Join(append(lines, enc), "\r\n") + "\r\n--"
+		if raw := render(t, m); !bytes.Contains(raw, []byte(want)) {
+			t.Errorf("%d bytes: the attachment is not in 76-character lines:\n%s", n, raw)
+		}
+	}
+}
+
+// TestRenderConcurrently renders one prepared message from several
+// goroutines, which share the pool of buffers: every rendering is the same.
+func TestRenderConcurrently(t *testing.T) {
+	p, err := fullMessage(t).prepare(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if _, err := p.writeTo(&want); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				var b bytes.Buffer
+				if _, err := p.writeTo(&b); err != nil || !bytes.Equal(b.Bytes(), want.Bytes()) {
+					t.Errorf("rendering differs (%v):\n%s", err, b.Bytes())
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// failAfter accepts n bytes, then fails.
+type failAfter struct{ n int }
+
+var errFailAfter = errors.New("write failed")
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		n := f.n
+		f.n = 0
+		return n, errFailAfter
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestRenderFailures checks that a failing destination or attachment is
+// the rendering's error, with the count of the bytes written, and that the
+// pooled buffers hold nothing of it for the next rendering.
+func TestRenderFailures(t *testing.T) {
+	p, err := fullMessage(t).prepare(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if _, err := p.writeTo(&want); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{0, 100, 5000, want.Len() - 1} {
+		if n, err := p.writeTo(&failAfter{k}); !errors.Is(err, errFailAfter) || n != int64(k) {
+			t.Errorf("failing after %d bytes: writeTo = %d, %v", k, n, err)
+		}
+	}
+	m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}}, Text: "x"}
+	m.AttachReader("gone.bin", iotest.ErrReader(errFailAfter))
+	if _, err := m.WriteTo(io.Discard); !errors.Is(err, errFailAfter) || !strings.Contains(err.Error(), `reading attachment "gone.bin"`) {
+		t.Errorf("failing attachment: %v", err)
+	}
+	var again bytes.Buffer
+	if _, err := p.writeTo(&again); err != nil || !bytes.Equal(again.Bytes(), want.Bytes()) {
+		t.Errorf("rendering after the failures differs (%v):\n%s", err, again.Bytes())
 	}
 }
