@@ -194,17 +194,23 @@ func (p *pipe) refusal() error {
 	return nil
 }
 
+// awaitEnvelope sends what is queued and reads the envelope's replies:
+// the error says why the message must not follow.
+func (p *pipe) awaitEnvelope() error {
+	if err := p.flush(); err != nil {
+		return err
+	}
+	if err := p.envelope(); err != nil {
+		return err
+	}
+	return p.refusal()
+}
+
 // data ends the transaction with DATA: pipelined with the envelope unless
 // wait says to see the envelope's replies first.
 func (p *pipe) data(wait bool) error {
 	if wait {
-		if err := p.flush(); err != nil {
-			return err
-		}
-		if err := p.envelope(); err != nil {
-			return err
-		}
-		if err := p.refusal(); err != nil {
+		if err := p.awaitEnvelope(); err != nil {
 			return err
 		}
 	}
@@ -264,18 +270,12 @@ func (p *pipe) data(wait bool) error {
 // unless wait says to see the envelope's replies first.
 func (p *pipe) chunked(wait bool) error {
 	if wait {
-		if err := p.flush(); err != nil {
-			return err
-		}
-		if err := p.envelope(); err != nil {
-			return err
-		}
-		if err := p.refusal(); err != nil {
+		if err := p.awaitEnvelope(); err != nil {
 			return err
 		}
 	}
 	s := p.s
-	cw := &chunkWriter{p: p, buf: s.chunkBuf()}
+	cw := &chunker{buf: s.chunkBuf(), send: p.sendChunk}
 	s.t.startData(false)
 	crlf := newCRLFWriter(cw)
 	err := p.tx.body(crlf)
@@ -402,23 +402,23 @@ func (p *pipe) failed(err error, reused bool) error {
 	return err
 }
 
-// chunkWriter cuts the message into BDAT chunks. A full buffer is sent
-// only when more data follows, so that the last chunk always carries LAST.
-// After each chunk, the replies due before it are read: they have had a
-// chunk's time to arrive, and a refusal stops the message early.
-type chunkWriter struct {
-	p    *pipe
+// chunker cuts a message into BDAT chunks of its buffer's capacity. A
+// full buffer is sent only when more data follows, so that the last chunk
+// always carries LAST.
+type chunker struct {
 	buf  []byte
 	tail byte // the last byte of the message so far
+	send func(chunk []byte, last bool) error
 }
 
-func (c *chunkWriter) Write(b []byte) (int, error) {
+func (c *chunker) Write(b []byte) (int, error) {
 	n := 0
 	for len(b) > 0 {
 		if len(c.buf) == cap(c.buf) {
-			if err := c.send(false); err != nil {
+			if err := c.send(c.buf, false); err != nil {
 				return n, err
 			}
+			c.buf = c.buf[:0]
 		}
 		k := copy(c.buf[len(c.buf):cap(c.buf)], b)
 		c.buf = c.buf[:len(c.buf)+k]
@@ -429,15 +429,29 @@ func (c *chunkWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// send writes the buffer as one chunk.
-func (c *chunkWriter) send(last bool) error {
-	p := c.p
-	line := "BDAT " + strconv.Itoa(len(c.buf))
+// last sends the final chunk, ending the message with CRLF as DATA's dot
+// writer would.
+func (c *chunker) last() error {
+	if c.tail != '\n' && (len(c.buf) > 0 || c.tail != 0) {
+		if _, err := c.Write(crlf); err != nil {
+			return err
+		}
+	}
+	err := c.send(c.buf, true)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// sendChunk writes one chunk. After a chunk that is not the last, the
+// replies due before it are read: they have had a chunk's time to arrive,
+// and a refusal stops the message early.
+func (p *pipe) sendChunk(chunk []byte, last bool) error {
+	line := "BDAT " + strconv.Itoa(len(chunk))
 	if last {
 		line += " LAST"
 	}
 	p.command(line)
-	if _, err := p.s.bw.Write(c.buf); err != nil {
+	if _, err := p.s.bw.Write(chunk); err != nil {
 		p.netErr = p.s.fail(p.ctx, "BDAT", p.s.cfg.timeout, err)
 		return p.netErr
 	}
@@ -445,7 +459,6 @@ func (c *chunkWriter) send(last bool) error {
 		p.netErr = p.s.fail(p.ctx, "BDAT", p.s.cfg.timeout, err)
 		return p.netErr
 	}
-	c.buf = c.buf[:0]
 	if last {
 		return nil
 	}
@@ -469,15 +482,4 @@ func (c *chunkWriter) send(last bool) error {
 		}
 	}
 	return nil
-}
-
-// last sends the final chunk, ending the message with CRLF as DATA's dot
-// writer would.
-func (c *chunkWriter) last() error {
-	if c.tail != '\n' && (len(c.buf) > 0 || c.tail != 0) {
-		if _, err := c.Write(crlf); err != nil {
-			return err
-		}
-	}
-	return c.send(true)
 }

@@ -314,7 +314,8 @@ func (st *stream) send(j *job) bool {
 		}
 	}
 	if t.chunked {
-		cw := &streamChunks{st: st, t: t, pushed: pushed, buf: s.chunkBuf()}
+		sc := &streamChunks{st: st, t: t, pushed: pushed}
+		cw := &chunker{buf: s.chunkBuf(), send: sc.send}
 		s.t.startData(false)
 		crlf := newCRLFWriter(cw)
 		err := tx.body(crlf)
@@ -425,43 +426,23 @@ func (st *stream) flush() bool {
 	return true
 }
 
-// streamChunks cuts a streamed message into BDAT chunks, like chunkWriter,
-// handing each to the reader as it goes.
+// streamChunks sends a streamed message's BDAT chunks, handing each to
+// the reader as it goes.
 type streamChunks struct {
 	st     *stream
 	t      *streamTx
 	pushed bool
-	buf    []byte
-	tail   byte
 }
 
-func (c *streamChunks) Write(b []byte) (int, error) {
-	n := 0
-	for len(b) > 0 {
-		if len(c.buf) == cap(c.buf) {
-			if err := c.send(false); err != nil {
-				return n, err
-			}
-		}
-		k := copy(c.buf[len(c.buf):cap(c.buf)], b)
-		c.buf = c.buf[:len(c.buf)+k]
-		c.tail = b[k-1]
-		b = b[k:]
-		n += k
-	}
-	return n, nil
-}
-
-func (c *streamChunks) send(last bool) error {
+func (c *streamChunks) send(chunk []byte, last bool) error {
 	st, bw := c.st, c.st.s.bw
-	line := "BDAT " + strconv.Itoa(len(c.buf))
+	line := "BDAT " + strconv.Itoa(len(chunk))
 	if last {
 		line += " LAST"
 		c.t.setEnded()
 	}
 	_, _ = bw.WriteString(line + "\r\n")
-	_, _ = bw.Write(c.buf)
-	c.buf = c.buf[:0]
+	_, _ = bw.Write(chunk)
 	if !c.pushed {
 		c.pushed = true
 		if !st.push(c.t) {
@@ -485,17 +466,6 @@ func (c *streamChunks) send(last bool) error {
 	case <-st.dead:
 		return errStreamDead
 	}
-}
-
-// last sends the final chunk, ending the message with CRLF as DATA's dot
-// writer would.
-func (c *streamChunks) last() error {
-	if c.tail != '\n' && (len(c.buf) > 0 || c.tail != 0) {
-		if _, err := c.Write(crlf); err != nil {
-			return err
-		}
-	}
-	return c.send(true)
 }
 
 // read reads the replies of the transactions in flight, in order.
