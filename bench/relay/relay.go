@@ -98,6 +98,7 @@ func (r *Relay) pipe(src, dst net.Conn, seen func()) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := src.Read(buf)
+		quickAck(src)
 		if n > 0 {
 			seen()
 			queue <- chunk{due: time.Now().Add(r.delay), data: append([]byte(nil), buf[:n]...)}
