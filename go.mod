@@ -8,6 +8,7 @@ require (
 	github.com/emersion/go-smtp v0.25.1
 	golang.org/x/net v0.62.0
 	golang.org/x/oauth2 v0.37.0
+	golang.org/x/time v0.16.0
 )
 
 require golang.org/x/text v0.43.0 // indirect
