@@ -72,6 +72,9 @@ func (l *limiter) wait(ctx context.Context, beforeWait func()) (waited bool, err
 		l.lim.SetLimit(l.base)
 	}
 	l.mu.Unlock()
+	if l.lim.Allow() {
+		return false, nil
+	}
 	r := l.lim.Reserve()
 	d := r.Delay()
 	if d == 0 {
