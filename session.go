@@ -241,6 +241,7 @@ func (s *session) hello(ctx context.Context) error {
 		return s.fail(ctx, "EHLO", s.cfg.timeout, err)
 	}
 	s.ext = parseEHLO(reply)
+	s.t.ackAtOnce(s.has("PIPELINING"))
 	return nil
 }
 
