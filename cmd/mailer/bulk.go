@@ -284,7 +284,9 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	var ready []*row
 	for _, r := range todo {
 		subject, text, err := tmpl.execute(r.data)
-		if err == nil {
+		if err != nil {
+			err = dataErrorf("filling in the templates: %v", err)
+		} else {
 			to := r.email
 			if r.name != "" {
 				to = mailer.Recipient{Name: r.name, Address: r.email}.String()
@@ -292,10 +294,7 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 			r.message, err = m.message(subject, text, []string{to})
 		}
 		if err != nil {
-			e := explain("row "+fmt.Sprint(r.n), err)
-			if e.code == exSoftware {
-				e.code = exDataErr
-			}
+			e := explain("", err)
 			if err := fail(r, e); err != nil {
 				return err
 			}

@@ -62,7 +62,10 @@ func explain(what string, err error) *exitError {
 		return ee
 	}
 	code, fix := classify(err)
-	msg := what + ": " + oneLine(err)
+	msg := oneLine(err)
+	if what != "" {
+		msg = what + ": " + msg
+	}
 	if fix != "" && !strings.Contains(msg, "--security") {
 		msg += "; " + fix
 	}
@@ -85,7 +88,11 @@ func classify(err error) (int, string) {
 	case errors.Is(err, mailer.ErrOutcomeUnknown):
 		return exTempFail, "the message may have been delivered: check before sending it again"
 	case errors.As(err, &recipients):
-		return recipientsCode(recipients), "check the addresses; nothing was sent"
+		code := recipientsCode(recipients)
+		if code == exTempFail {
+			return code, "the server asks to try again later"
+		}
+		return code, "check the addresses"
 	case errors.As(err, &proxyErr):
 		switch {
 		case errors.Is(err, mailer.ErrProxyAuth):
