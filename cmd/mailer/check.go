@@ -66,6 +66,7 @@ everything worked, else the one mailer send would give.`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
+	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

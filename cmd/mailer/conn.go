@@ -48,7 +48,7 @@ func addConnFlags(fs *pflag.FlagSet) *connFlags {
 	fs.StringVar(&c.server, "server", "", "SMTP server, as host or host:port")
 	fs.IntVar(&c.port, "port", 0, "SMTP port (default 465 for --security tls, else 587)")
 	fs.StringVar(&c.username, "username", "", "user name to log in with")
-	fs.StringVar(&c.password, "password", "", "password (visible to other users: prefer the next three)")
+	fs.StringVar(&c.password, "password", "", "password (other users can see it: prefer --password-command, --password-file or MAILER_PASSWORD)")
 	fs.StringVar(&c.passwordCommand, "password-command", "", "shell command that prints the password")
 	fs.StringVar(&c.passwordFile, "password-file", "", "file holding the password; must not be readable by group or others")
 	fs.StringVar(&c.passwordEnv, "password-env", "", "environment variable holding the password (MAILER_PASSWORD is read when no other source is given)")

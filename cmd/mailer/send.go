@@ -263,6 +263,7 @@ being Go templates over the row's columns ({{.name}}).`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
+	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	msgf := addMsgFlags(fs)
 	bulk := addBulkFlags(fs)

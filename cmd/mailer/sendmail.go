@@ -126,6 +126,7 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 		DisableFlagParsing: true,
 	}
 	fs := cmd.Flags()
+	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	fallbackSender := fs.String("sender", "", "envelope sender when -f is not given")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
