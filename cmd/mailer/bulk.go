@@ -148,7 +148,7 @@ func readResults(path string) (map[int]result, error) {
 
 // progress reports each row: a bar on a terminal, a line otherwise.
 type progress struct {
-	bar *progressbar.ProgressBar
+	bar *progressbar.ProgressBar // nil when w is not a terminal
 	w   io.Writer
 }
 
@@ -158,21 +158,27 @@ func newProgress(w io.Writer, total int) *progress {
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionSetDescription("sending"),
 			progressbar.OptionShowCount(),
-			progressbar.OptionClearOnFinish())}
+			progressbar.OptionClearOnFinish()), w: w}
 	}
 	return &progress{w: w}
 }
 
+// report shows one row's outcome: a line, or on a terminal a step of the
+// bar, with a line above it for a failure.
 func (p *progress) report(r result) {
-	if p.bar != nil {
-		p.bar.Add(1)
-		return
-	}
 	line := fmt.Sprintf("row %d <%s>: %s", r.Row, r.Email, r.Status)
 	if r.Error != "" {
 		line += ": " + r.Error
 	}
-	fmt.Fprintln(p.w, line)
+	if p.bar == nil {
+		fmt.Fprintln(p.w, line)
+		return
+	}
+	if r.Error != "" {
+		p.bar.Clear()
+		fmt.Fprintln(p.w, line)
+	}
+	p.bar.Add(1)
 }
 
 // templates are the subject and body, parsed once.
@@ -243,7 +249,7 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		return err
 	}
 
-	out, err := os.OpenFile(resultsPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	out, err := os.OpenFile(resultsPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return inputErrorf("opening the results: %v", err)
 	}
@@ -337,7 +343,7 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	}
 	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent); results in %s\n", sent, failed, skipped, resultsPath)
 	if firstFailure != nil {
-		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; run the same command again to retry them", failed, len(todo), firstFailure.msg)}
+		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; run the same command again to retry the failed rows", failed, len(todo), firstFailure.msg)}
 	}
 	return nil
 }

@@ -95,7 +95,7 @@ func (c *connFlags) resolve(stderr io.Writer) (*settings, error) {
 	p := &smtpProfile{}
 	if c.profile != "" {
 		var err error
-		if p, err = loadSMTPProfile(c.profile); err != nil {
+		if p, err = loadSMTPProfile(c.profile, stderr); err != nil {
 			return nil, err
 		}
 	}
@@ -120,9 +120,8 @@ func (c *connFlags) resolve(stderr io.Writer) (*settings, error) {
 		port = c.port
 	}
 	if port != 0 {
-		if _, _, err := net.SplitHostPort(s.server); err == nil {
+		if host, _, err := net.SplitHostPort(s.server); err == nil {
 			// --port overrides the port in host:port.
-			host, _, _ := net.SplitHostPort(s.server)
 			s.server = net.JoinHostPort(host, strconv.Itoa(port))
 		} else {
 			opts = append(opts, mailer.WithPort(port))
@@ -181,10 +180,11 @@ func (c *connFlags) resolve(stderr io.Writer) (*settings, error) {
 		auth = c.auth
 	}
 	if len(auth) > 0 {
-		for i := range auth {
-			auth[i] = strings.ToUpper(strings.TrimSpace(auth[i]))
+		mechs := make([]string, len(auth))
+		for i, a := range auth {
+			mechs[i] = strings.ToUpper(strings.TrimSpace(a))
 		}
-		opts = append(opts, mailer.WithAuthMechanisms(auth...))
+		opts = append(opts, mailer.WithAuthMechanisms(mechs...))
 	}
 	if ca := pick("tls-ca", c.tlsCA, p.TLSCA); ca != "" {
 		pem, err := os.ReadFile(ca)

@@ -198,8 +198,11 @@ var cliNames = strings.NewReplacer(
 // oneLine renders err on a single line without the library's "mailer: "
 // prefixes and with flag names for the library's option names.
 func oneLine(err error) string {
-	s := strings.ReplaceAll(err.Error(), "mailer: ", "")
+	return cliNames.Replace(flatten(strings.ReplaceAll(err.Error(), "mailer: ", "")))
+}
+
+// flatten puts multi-line server text on one line.
+func flatten(s string) string {
 	s = strings.ReplaceAll(s, "\r", "")
-	s = strings.ReplaceAll(s, "\n", " / ")
-	return cliNames.Replace(s)
+	return strings.ReplaceAll(s, "\n", " / ")
 }

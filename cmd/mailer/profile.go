@@ -79,8 +79,9 @@ func loadProfile(path string) (*profileFile, error) {
 	return &p, nil
 }
 
-// loadSMTPProfile reads the SMTP section of the profile at path.
-func loadSMTPProfile(path string) (*smtpProfile, error) {
+// loadSMTPProfile reads the SMTP section of the profile at path, warning
+// on stderr when a profile with a password is open to other users.
+func loadSMTPProfile(path string, stderr io.Writer) (*smtpProfile, error) {
 	p, err := loadProfile(path)
 	if err != nil {
 		return nil, err
@@ -90,7 +91,7 @@ func loadSMTPProfile(path string) (*smtpProfile, error) {
 	}
 	if p.SMTP.Password != nil {
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			fmt.Fprintf(os.Stderr, "mailer: warning: %s holds a password and is readable by others (mode %04o): chmod 600 it, or use PASSWORD_COMMAND or PASSWORD_FILE\n",
+			fmt.Fprintf(stderr, "mailer: warning: %s holds a password and is readable by others (mode %04o): chmod 600 it, or use PASSWORD_COMMAND or PASSWORD_FILE\n",
 				path, fi.Mode().Perm())
 		}
 	}

@@ -17,13 +17,15 @@ const passwordEnv = "MAILER_PASSWORD"
 // resolvePassword fills s.password from the first source given: the
 // command line (--password, --password-command, --password-file,
 // --password-env), the MAILER_PASSWORD variable, then the profile
-// (PASSWORD_COMMAND, PASSWORD_FILE, PASSWORD_ENV, PASSWORD).
+// (PASSWORD_COMMAND, PASSWORD_FILE, PASSWORD_ENV, PASSWORD). Without a
+// user name only a password flag is an error.
 func (c *connFlags) resolvePassword(s *settings, p *smtpProfile) error {
 	var (
 		pw    string
 		found bool
 		err   error
 	)
+	fromFlags := true
 	switch {
 	case c.fs.Changed("password"):
 		pw, found = c.password, true
@@ -40,6 +42,7 @@ func (c *connFlags) resolvePassword(s *settings, p *smtpProfile) error {
 		}
 	}
 	if !found {
+		fromFlags = false
 		pw, found = os.LookupEnv(passwordEnv)
 	}
 	if !found {
@@ -63,7 +66,12 @@ func (c *connFlags) resolvePassword(s *settings, p *smtpProfile) error {
 		return err
 	}
 	if found && s.username == "" {
-		return usageErrorf("a password was given without --username")
+		if fromFlags {
+			return usageErrorf("a password was given without --username")
+		}
+		// A password in the environment or the profile without a user
+		// name is not used, as mumailer did not.
+		return nil
 	}
 	if !found && s.username != "" {
 		return configErrorf("no password for %s: give --password-command, --password-file or the %s variable", s.username, passwordEnv)

@@ -307,7 +307,7 @@ being Go templates over the row's columns ({{.name}}).`,
 			return explain("sending to "+s.server, err)
 		}
 		if *verbose {
-			fmt.Fprintf(cmd.OutOrStdout(), "sent <%s> to %s: %s\n", res.MessageID, strings.Join(res.Accepted, ", "), oneLine(fmt.Errorf("%s", res.Response)))
+			fmt.Fprintf(cmd.OutOrStdout(), "sent <%s> to %s: %s\n", res.MessageID, strings.Join(res.Accepted, ", "), flatten(res.Response))
 		}
 		return nil
 	}

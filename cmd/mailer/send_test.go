@@ -274,6 +274,16 @@ func TestSendSecrets(t *testing.T) {
 			t.Errorf("stderr: %s", r.stderr)
 		}
 	})
+	t.Run("environment without a user", func(t *testing.T) {
+		// MAILER_PASSWORD set for another server must not break a send
+		// that needs no login.
+		plain := plainServer(t)
+		invocation{args: []string{"send", "--server", plain.Addr(), "--security", "none", "--sender", "s@example.com",
+			"--to", "r@example.com", "--subject", "x"}, env: []string{passwordEnv + "=unused"}}.run(t).wantCode(t, 0)
+		r := mailerRun(t, "send", "--server", plain.Addr(), "--security", "none", "--password", "p",
+			"--sender", "s@example.com", "--to", "r@example.com")
+		r.wantCode(t, exUsage)
+	})
 	t.Run("missing", func(t *testing.T) {
 		r := mailerRun(t, base...)
 		r.wantCode(t, exConfig)

@@ -162,11 +162,18 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 				env.From = from[0]
 			}
 		}
-		if env.From == "" {
+		switch env.From {
+		case "":
 			return usageErrorf("sendmail: no sender: give -f, --sender or a From header")
+		case "<>":
+			env.From = "" // the null sender of bounces
+		default:
+			if a, err := mail.ParseAddress(env.From); err == nil {
+				env.From = a.Address
+			}
 		}
-		if a, err := mail.ParseAddress(env.From); err == nil {
-			env.From = a.Address
+		if strings.ContainsAny(o.fullName, "\r\n") {
+			return dataErrorf("sendmail: -F: a line break in the name")
 		}
 		for _, r := range o.recipients {
 			addrs, err := parseAddressList(r)
@@ -188,7 +195,7 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 			return usageErrorf("sendmail: no recipients: give them as arguments, or -t to read the header")
 		}
 		m.remove("Bcc", "Resent-Bcc")
-		if !m.has("From") {
+		if !m.has("From") && env.From != "" {
 			m.add("From", mailer.Recipient{Name: o.fullName, Address: env.From}.String())
 		}
 		if !m.has("Date") {
