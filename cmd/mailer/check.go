@@ -68,6 +68,7 @@ everything worked, else the one mailer send would give.`,
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	conn := addConnFlags(fs)
+	completeConnFlags(cmd)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		s, err := conn.resolve(cmd.ErrOrStderr())

@@ -72,3 +72,13 @@ func TestCheckNoTLS(t *testing.T) {
 		t.Errorf("stdout:\n%s", r.stdout)
 	}
 }
+
+// TestCompletion asks Cobra's completion for a flag with fixed values, as
+// the shell scripts of "mailer completion" do.
+func TestCompletion(t *testing.T) {
+	r := mailerRun(t, "__complete", "send", "--security", "")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stdout, "starttls-optional\n") {
+		t.Errorf("completion of --security:\n%s", r.stdout)
+	}
+}

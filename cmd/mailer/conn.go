@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gomailer/mailer"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -64,6 +65,18 @@ func addConnFlags(fs *pflag.FlagSet) *connFlags {
 	fs.StringVar(&c.localName, "local-name", "", "name to give in EHLO (default localhost)")
 	fs.BoolVar(&c.debug, "debug", false, "print the SMTP conversation to stderr (passwords are never shown)")
 	return c
+}
+
+// completeConnFlags offers the values of the connection flags that have a
+// fixed set to shell completion.
+func completeConnFlags(cmd *cobra.Command) {
+	for flag, values := range map[string][]string{
+		"security":   {"auto", "none", "starttls", "starttls-optional", "tls"},
+		"encryption": {"SSLv23", "TLS", "TLS_CLIENT", "TLSv1", "TLSv1_1", "TLSv1_2", "TLSv1_3"},
+		"auth":       {mailer.AuthSCRAMSHA256, mailer.AuthSCRAMSHA1, mailer.AuthCRAMMD5, mailer.AuthPlain, mailer.AuthLogin},
+	} {
+		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+	}
 }
 
 // settings are the connection settings after merging the profile and the

@@ -266,6 +266,7 @@ being Go templates over the row's columns ({{.name}}).`,
 	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	msgf := addMsgFlags(fs)
+	completeConnFlags(cmd)
 	bulk := addBulkFlags(fs)
 	verbose := fs.BoolP("verbose", "v", false, "print the Message-ID and the server's reply")
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {

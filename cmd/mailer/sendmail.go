@@ -128,6 +128,7 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	conn := addConnFlags(fs)
+	completeConnFlags(cmd)
 	fallbackSender := fs.String("sender", "", "envelope sender when -f is not given")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		o, err := parseSendmailArgs(args, fs)
