@@ -142,14 +142,17 @@ func (c *connFlags) resolve(stderr io.Writer) (*settings, error) {
 	}
 
 	// Security: mumailer's ENCRYPTION (or TLS/SSL), then --security over it.
-	encSet := set("encryption") || set("ciphers") || p.Encryption != nil || p.Ciphers != ""
-	if encSet {
+	ciphers := pick("ciphers", c.ciphers, p.Ciphers)
+	switch {
+	case set("encryption") || p.Encryption != nil:
 		enc := ""
 		if p.Encryption != nil {
 			enc = *p.Encryption
 		}
-		enc = pick("encryption", c.encryption, enc)
-		opts = append(opts, mailer.WithEncryption(enc, pick("ciphers", c.ciphers, p.Ciphers)))
+		opts = append(opts, mailer.WithEncryption(pick("encryption", c.encryption, enc), ciphers))
+	case ciphers != "":
+		// Ciphers alone keep the default mode: "" would mean no TLS.
+		opts = append(opts, mailer.WithEncryption("TLS", ciphers), mailer.WithSecurity(mailer.SecurityAuto))
 	}
 	if p.SSL != nil && bool(*p.SSL) && !set("encryption") {
 		opts = append(opts, mailer.WithSecurity(mailer.SecurityTLS))

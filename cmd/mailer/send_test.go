@@ -302,3 +302,15 @@ func TestSendSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestSendCiphersKeepTLS checks that --ciphers without --encryption keeps
+// the default security mode (mumailer's empty protocol name means none).
+func TestSendCiphersKeepTLS(t *testing.T) {
+	srv := plainServer(t, mailertest.WithSTARTTLS())
+	r := mailerRun(t, "send", "--server", srv.Addr(), "--tls-ca", caFile(t, srv, false), "--ciphers", "HIGH:!aNULL",
+		"--sender", "s@example.com", "--to", "r@example.com", "--subject", "x")
+	r.wantCode(t, 0)
+	if m := waitOne(t, srv); !m.TLS {
+		t.Error("the message went in clear text")
+	}
+}
