@@ -83,6 +83,7 @@ func classify(err error) (int, string) {
 		authority  x509.UnknownAuthorityError
 		invalid    x509.CertificateInvalidError
 		verify     *tls.CertificateVerificationError
+		alert      tls.AlertError
 	)
 	switch {
 	case errors.Is(err, mailer.ErrOutcomeUnknown):
@@ -111,6 +112,8 @@ func classify(err error) (int, string) {
 		return exUnavailable, "the server's certificate is expired or not valid yet"
 	case errors.As(err, &verify):
 		return exUnavailable, "the server's certificate did not verify; a private CA goes in --tls-ca FILE"
+	case errors.As(err, &alert):
+		return exUnavailable, "the server refused the TLS handshake: check --encryption and --ciphers"
 	case errors.Is(err, mailer.ErrTLSRequired):
 		return exUnavailable, "if the port speaks TLS from the start (465) use --security tls; --security starttls-optional would send in clear text"
 	case errors.Is(err, mailer.ErrInsecureAuth):

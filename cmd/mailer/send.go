@@ -214,7 +214,8 @@ func parseRecipient(flag, s string) (mailer.Recipient, error) {
 }
 
 // dateLayouts are the forms DATE and --date accept besides RFC 5322's.
-var dateLayouts = []string{time.RFC3339, "2006-01-02 15:04:05Z07:00", "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
+var dateLayouts = []string{time.RFC3339, "2006-01-02 15:04:05Z07:00", "2006-01-02 15:04:05 Z07:00",
+	"2006-01-02 15:04:05 -0700", "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"}
 
 // parseDate reads a date in RFC 5322 form, RFC 3339 form or as YAML
 // writes a timestamp; without a zone it is local time.
