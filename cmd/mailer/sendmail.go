@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"net/mail"
@@ -154,46 +155,12 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 			return dataErrorf("sendmail: no message on standard input")
 		}
 		m := splitMessage(raw)
-		env := mailer.Envelope{From: o.sender}
-		if env.From == "" {
-			env.From = *fallbackSender
-		}
-		if env.From == "" {
-			if from, err := m.addresses("From"); err == nil && len(from) > 0 {
-				env.From = from[0]
-			}
-		}
-		switch env.From {
-		case "":
-			return usageErrorf("sendmail: no sender: give -f, --sender or a From header")
-		case "<>":
-			env.From = "" // the null sender of bounces
-		default:
-			if a, err := mail.ParseAddress(env.From); err == nil {
-				env.From = a.Address
-			}
+		env, err := o.envelope(m, *fallbackSender)
+		if err != nil {
+			return err
 		}
 		if strings.ContainsAny(o.fullName, "\r\n") {
 			return dataErrorf("sendmail: -F: a line break in the name")
-		}
-		for _, r := range o.recipients {
-			addrs, err := parseAddressList(r)
-			if err != nil {
-				return dataErrorf("sendmail: recipient %q: %v", r, err)
-			}
-			env.To = appendNew(env.To, addrs...)
-		}
-		if o.extract {
-			for _, name := range []string{"To", "Cc", "Bcc"} {
-				addrs, err := m.addresses(name)
-				if err != nil {
-					return dataErrorf("sendmail: %s header: %v", name, err)
-				}
-				env.To = appendNew(env.To, addrs...)
-			}
-		}
-		if len(env.To) == 0 {
-			return usageErrorf("sendmail: no recipients: give them as arguments, or -t to read the header")
 		}
 		m.remove("Bcc", "Resent-Bcc")
 		if !m.has("From") && env.From != "" {
@@ -214,6 +181,48 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 		return nil
 	}
 	return cmd
+}
+
+// envelope derives the envelope: the sender from -f, else fallback (the
+// --sender flag), else the From header; the recipients from the arguments
+// and, with -t, the To, Cc and Bcc headers.
+func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envelope, error) {
+	env := mailer.Envelope{From: cmp.Or(o.sender, fallback)}
+	if env.From == "" {
+		if from, err := m.addresses("From"); err == nil && len(from) > 0 {
+			env.From = from[0]
+		}
+	}
+	switch env.From {
+	case "":
+		return env, usageErrorf("sendmail: no sender: give -f, --sender or a From header")
+	case "<>":
+		env.From = "" // the null sender of bounces
+	default:
+		if a, err := mail.ParseAddress(env.From); err == nil {
+			env.From = a.Address
+		}
+	}
+	for _, r := range o.recipients {
+		addrs, err := parseAddressList(r)
+		if err != nil {
+			return env, dataErrorf("sendmail: recipient %q: %v", r, err)
+		}
+		env.To = appendNew(env.To, addrs...)
+	}
+	if o.extract {
+		for _, name := range []string{"To", "Cc", "Bcc"} {
+			addrs, err := m.addresses(name)
+			if err != nil {
+				return env, dataErrorf("sendmail: %s header: %v", name, err)
+			}
+			env.To = appendNew(env.To, addrs...)
+		}
+	}
+	if len(env.To) == 0 {
+		return env, usageErrorf("sendmail: no recipients: give them as arguments, or -t to read the header")
+	}
+	return env, nil
 }
 
 // cutAtDot ends the message at a line holding a single dot, as sendmail
