@@ -14,66 +14,67 @@ import (
 // command line.
 const passwordEnv = "MAILER_PASSWORD"
 
-// resolvePassword fills s.password from the first source given: the
-// command line (--password, --password-command, --password-file,
-// --password-env), the MAILER_PASSWORD variable, then the profile
-// (PASSWORD_COMMAND, PASSWORD_FILE, PASSWORD_ENV, PASSWORD). Without a
-// user name only a password flag is an error.
-func (c *connFlags) resolvePassword(s *settings, p *smtpProfile) error {
-	var (
-		pw    string
-		found bool
-		err   error
-	)
-	fromFlags := true
+// passwordSources are the places one layer (the command line or the
+// profile) may name for the password, tried in this order.
+type passwordSources struct {
+	command, file, env string
+	literal            *string
+	envKey             string // how the layer spells env, for the error
+}
+
+// read returns the password from the first source given; found is false
+// when none is.
+func (ps passwordSources) read() (pw string, found bool, err error) {
 	switch {
-	case c.fs.Changed("password"):
-		pw, found = c.password, true
-	case c.passwordCommand != "":
-		pw, err = passwordFromCommand(c.passwordCommand)
-		found = true
-	case c.passwordFile != "":
-		pw, err = passwordFromFile(c.passwordFile)
-		found = true
-	case c.passwordEnv != "":
-		pw, found = os.LookupEnv(c.passwordEnv)
-		if !found {
-			return configErrorf("--password-env: the variable %s is not set", c.passwordEnv)
+	case ps.command != "":
+		pw, err = passwordFromCommand(ps.command)
+	case ps.file != "":
+		pw, err = passwordFromFile(ps.file)
+	case ps.env != "":
+		var ok bool
+		if pw, ok = os.LookupEnv(ps.env); !ok {
+			err = configErrorf("%s: the variable %s is not set", ps.envKey, ps.env)
 		}
+	case ps.literal != nil:
+		pw = *ps.literal
+	default:
+		return "", false, nil
 	}
-	if !found {
-		fromFlags = false
-		pw, found = os.LookupEnv(passwordEnv)
+	return pw, true, err
+}
+
+// resolvePassword fills s.password from the command line (--password-command,
+// --password-file, --password-env, --password), else the MAILER_PASSWORD
+// variable, else the profile (PASSWORD_COMMAND, PASSWORD_FILE, PASSWORD_ENV,
+// PASSWORD). Without a user name only a password flag is an error.
+func (c *connFlags) resolvePassword(s *settings, p *smtpProfile) error {
+	flags := passwordSources{command: c.passwordCommand, file: c.passwordFile, env: c.passwordEnv, envKey: "--password-env"}
+	if c.fs.Changed("password") {
+		flags.literal = &c.password
 	}
-	if !found {
-		switch {
-		case p.PasswordCommand != "":
-			pw, err = passwordFromCommand(p.PasswordCommand)
-			found = true
-		case p.PasswordFile != "":
-			pw, err = passwordFromFile(p.PasswordFile)
-			found = true
-		case p.PasswordEnv != "":
-			pw, found = os.LookupEnv(p.PasswordEnv)
-			if !found {
-				return configErrorf("profile PASSWORD_ENV: the variable %s is not set", p.PasswordEnv)
-			}
-		case p.Password != nil:
-			pw, found = *p.Password, true
-		}
-	}
+	pw, found, err := flags.read()
 	if err != nil {
 		return err
 	}
 	if found && s.username == "" {
-		if fromFlags {
-			return usageErrorf("a password was given without --username")
-		}
+		return usageErrorf("a password was given without --username")
+	}
+	if s.username == "" {
 		// A password in the environment or the profile without a user
-		// name is not used, as mumailer did not.
+		// name is not used, as mumailer did not use it.
 		return nil
 	}
-	if !found && s.username != "" {
+	if !found {
+		pw, found = os.LookupEnv(passwordEnv)
+	}
+	if !found {
+		profile := passwordSources{command: p.PasswordCommand, file: p.PasswordFile, env: p.PasswordEnv,
+			literal: p.Password, envKey: "profile PASSWORD_ENV"}
+		if pw, found, err = profile.read(); err != nil {
+			return err
+		}
+	}
+	if !found {
 		return configErrorf("no password for %s: give --password-command, --password-file or the %s variable", s.username, passwordEnv)
 	}
 	s.password = pw
