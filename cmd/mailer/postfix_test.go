@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -88,8 +89,15 @@ func TestPostfixGitSendEmail(t *testing.T) {
 	git("commit", "-q", "-m", "Add README "+token)
 	patch := strings.TrimSpace(git("format-patch", "-1", "-o", home))
 
-	sendmail := binary + " sendmail --server " + pf.Submission + " --security starttls --tls-ca " + ca +
-		" --username " + pf.User + " --password-env SMTP_PASS"
+	// As the issue has it: mailer sendmail --profile-smtp X.
+	host, port, _ := net.SplitHostPort(pf.Submission)
+	profile := filepath.Join(home, "smtp.yaml")
+	yaml := "SMTP:\n  SERVER: " + host + "\n  PORT: " + port + "\n  USERNAME: " + pf.User +
+		"\n  PASSWORD_ENV: SMTP_PASS\n  ENCRYPTION: TLS\n  TLS_CA: " + ca + "\n"
+	if err := os.WriteFile(profile, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sendmail := binary + " sendmail --profile-smtp " + profile
 	out := git("send-email", "--sendmail-cmd="+sendmail, "--confirm=never", "--no-validate", "--quiet",
 		"--from=Patch Author <author@example.test>", "--to=list@example.test", "--bcc=hidden@example.test", patch)
 	got := string(pf.WaitMessage(t, "Add README "+token, 20*time.Second))
