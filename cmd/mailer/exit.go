@@ -20,8 +20,7 @@ const (
 	exNoInput     = 66 // a file to read is missing or unreadable
 	exNoUser      = 67 // the server does not know a recipient
 	exNoHost      = 68 // the server's name does not resolve
-	exUnavailable = 69 // the server refused for good
-	exSoftware    = 70 // anything not foreseen
+	exUnavailable = 69 // the server refused for good; sysexits.h's catch-all
 	exIOErr       = 74 // a file could not be written
 	exTempFail    = 75 // try again later
 	exProtocol    = 76 // the server spoke something else than expected
@@ -139,7 +138,9 @@ func classify(err error) (int, string) {
 	if errors.As(err, &netErr) {
 		return exTempFail, ""
 	}
-	return exSoftware, ""
+	// sysexits.h: EX_UNAVAILABLE is also the catch-all for "something you
+	// wanted to do doesn't work, but you don't know why".
+	return exUnavailable, ""
 }
 
 // recipientsCode is EX_TEMPFAIL when every refusal is temporary, EX_NOUSER

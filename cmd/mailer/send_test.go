@@ -206,6 +206,23 @@ func TestSendErrors(t *testing.T) {
 			t.Errorf("stderr: %s", r.stderr)
 		}
 	})
+	t.Run("implicit TLS port", func(t *testing.T) {
+		// The server waits for a TLS hello, the client for a greeting.
+		srv := plainServer(t, mailertest.WithImplicitTLS())
+		r := mailerRun(t, append([]string{"send", "--server", srv.Addr(), "--greeting-timeout", "0.5", "--to", "r@example.com"}, msg...)...)
+		r.wantCode(t, exTempFail)
+		if !strings.Contains(r.stderr, "try --security tls") {
+			t.Errorf("stderr does not suggest --security tls: %s", r.stderr)
+		}
+	})
+	t.Run("STARTTLS port", func(t *testing.T) {
+		srv := plainServer(t, mailertest.WithSTARTTLS())
+		r := mailerRun(t, append([]string{"send", "--server", srv.Addr(), "--security", "tls", "--to", "r@example.com"}, msg...)...)
+		r.wantCode(t, exUnavailable)
+		if !strings.Contains(r.stderr, "use --security starttls") {
+			t.Errorf("stderr does not suggest --security starttls: %s", r.stderr)
+		}
+	})
 	t.Run("nothing listens", func(t *testing.T) {
 		srv := plainServer(t)
 		addr := srv.Addr()
