@@ -30,6 +30,7 @@ type bulkFlags struct {
 	connections int
 }
 
+// addBulkFlags defines the bulk flags on fs.
 func addBulkFlags(fs *pflag.FlagSet) *bulkFlags {
 	b := &bulkFlags{}
 	fs.StringVar(&b.recipients, "recipients", "", "CSV (with a header row) or JSON-lines file: one message per row, to its email column")
@@ -152,6 +153,7 @@ type progress struct {
 	w   io.Writer
 }
 
+// newProgress reports on w: a bar when w is a terminal, lines otherwise.
 func newProgress(w io.Writer, total int) *progress {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		return &progress{bar: progressbar.NewOptions(total,
@@ -188,6 +190,8 @@ type templates struct {
 	html    *htmltemplate.Template
 }
 
+// parseTemplates parses the subject and body templates: body is an
+// html/template with --html.
 func parseTemplates(m *mergedMessage, body string) (*templates, error) {
 	var t templates
 	var err error

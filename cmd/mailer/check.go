@@ -52,6 +52,7 @@ type loginReport struct {
 	Error string `json:"error,omitempty"`
 }
 
+// newCheckCommand returns "mailer check".
 func newCheckCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check --server host:port [flags]",

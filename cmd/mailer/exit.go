@@ -34,8 +34,11 @@ type exitError struct {
 	msg  string
 }
 
+// Error returns the line printed after "mailer: ".
 func (e *exitError) Error() string { return e.msg }
 
+// usageErrorf, configErrorf, dataErrorf and inputErrorf make an exitError
+// with EX_USAGE, EX_CONFIG, EX_DATAERR and EX_NOINPUT.
 func usageErrorf(format string, a ...any) error {
 	return &exitError{code: exUsage, msg: fmt.Sprintf(format, a...)}
 }

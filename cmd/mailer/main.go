@@ -50,6 +50,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return ee.code
 }
 
+// newRootCommand returns the "mailer" command with its subcommands, reading
+// stdin and writing stdout and stderr.
 func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mailer",

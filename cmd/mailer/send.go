@@ -43,6 +43,7 @@ type msgFlags struct {
 	headers      []string
 }
 
+// addMsgFlags defines the message flags on fs.
 func addMsgFlags(fs *pflag.FlagSet) *msgFlags {
 	m := &msgFlags{fs: fs}
 	fs.StringVar(&m.profile, "profile-message", "", "YAML profile with a MESSAGE section (mumailer's keys)")
@@ -250,6 +251,7 @@ func detectContentType(path string) (string, error) {
 	return http.DetectContentType(head[:n]), nil
 }
 
+// newSendCommand returns "mailer send".
 func newSendCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send [flags]",

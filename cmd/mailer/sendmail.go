@@ -106,6 +106,7 @@ func parseSendmailArgs(args []string, fs *pflag.FlagSet) (*sendmailOptions, erro
 	return o, nil
 }
 
+// newSendmailCommand returns "mailer sendmail".
 func newSendmailCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sendmail [-t] [-i] [-f sender] [flags] [recipients...]",
