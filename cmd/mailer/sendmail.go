@@ -29,7 +29,7 @@ type sendmailOptions struct {
 
 // sendmailValueOptions take a value, attached or as the next argument;
 // those not listed in parseSendmailArgs are accepted and ignored.
-const sendmailValueOptions = "fFrBNRVXOCLhpq"
+const sendmailValueOptions = "fFrBNRVXOCLhp"
 
 // parseSendmailArgs splits args into sendmail's options and the long flags
 // for fs, which it then parses.
