@@ -104,26 +104,65 @@ func (c *Connection) Send(ctx context.Context, msg *Message) (*SendResult, error
 	if err := msg.Validate(); err != nil {
 		return nil, err
 	}
-	return c.deliver(ctx, messageSend(msg, newStamp(msg)), nil)
+	return c.deliver(ctx, c.messageSend(msg, newStamp(msg)), nil)
 }
 
-// messageSend returns the transactions that send msg, fixed by st.
-func messageSend(msg *Message, st stamp) buildFunc {
+// messageSend returns the transactions that send msg, fixed by st, signed
+// with DKIM when configured.
+func (c *Connection) messageSend(msg *Message, st stamp) buildFunc {
+	sigs := msg.DKIM
+	if sigs == nil {
+		sigs = c.cfg.dkim
+	}
 	return func(s *session) (*transaction, error) {
 		p, err := msg.prepare(s.has("SMTPUTF8"), st)
 		if err != nil {
 			return nil, err
 		}
-		return &transaction{env: p.envelope, utf8: p.utf8, id: p.messageID, body: func(w io.Writer) error {
+		tx := &transaction{env: p.envelope, utf8: p.utf8, id: p.messageID, body: func(w io.Writer) error {
 			_, err := p.writeTo(w)
 			return err
-		}}, nil
+		}}
+		if len(sigs) == 0 {
+			return tx, nil
+		}
+		render := tx.body
+		if msg.readOnce() {
+			// A body read once is kept for the second reading.
+			sp := &spool{}
+			if err := render(sp); err != nil {
+				sp.Close()
+				return nil, err
+			}
+			tx.cleanup = func() { sp.Close() }
+			render = func(w io.Writer) error {
+				r, err := sp.reader()
+				if err == nil {
+					_, err = io.Copy(w, r)
+				}
+				return err
+			}
+		}
+		sig, err := dkimSignatures(sigs, render)
+		if err != nil {
+			tx.done()
+			return nil, err
+		}
+		tx.body = func(w io.Writer) error {
+			if _, err := io.WriteString(w, sig); err != nil {
+				return err
+			}
+			return render(w)
+		}
+		return tx, nil
 	}
 }
 
 // SendRaw sends the message read from r, which must be a complete RFC 5322
 // message (header, blank line, body), to the envelope's recipients. Line
-// endings are normalised to CRLF. If r fails, the connection is dropped so
+// endings are normalised to CRLF. With WithDKIM the message is signed:
+// read twice when r is an io.Seeker, else kept for the second reading (in
+// memory up to 1 MiB, then in a temporary file). If r fails, the connection is dropped so
 // that no truncated message is delivered. When r has a Len method (as
 // bytes.Reader and strings.Reader do) the size is checked against the
 // server's SIZE before sending. With WithRetry, a message already read is
@@ -146,8 +185,40 @@ func (c *Connection) SendRaw(ctx context.Context, env Envelope, r io.Reader) (*S
 			src.seeker, src.start = sk, pos
 		}
 	}
+	var sig string
+	if len(c.cfg.dkim) > 0 {
+		if src.seeker == nil {
+			// Read once: kept for the second reading.
+			sp := &spool{}
+			defer sp.Close()
+			if _, err := io.Copy(sp, r); err != nil {
+				return nil, &readerError{err}
+			}
+			rs, err := sp.reader()
+			if err != nil {
+				return nil, err
+			}
+			src = &rewinder{r: rs, seeker: rs}
+		}
+		var err error
+		if sig, err = dkimSignatures(c.cfg.dkim, func(w io.Writer) error {
+			_, err := io.Copy(w, src)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if !src.rewind() {
+			return nil, errors.New("mailer: the message could not be read again after DKIM signing")
+		}
+		if size > 0 {
+			size += int64(len(sig))
+		}
+	}
 	build := func(*session) (*transaction, error) {
 		return &transaction{env: env, utf8: utf8, size: size, body: func(w io.Writer) error {
+			if _, err := io.WriteString(w, sig); err != nil {
+				return err
+			}
 			_, err := io.Copy(w, src)
 			return err
 		}}, nil

@@ -96,6 +96,10 @@ type Message struct {
 	// and Bcc.
 	Envelope *Envelope
 
+	// DKIM, if set, signs this message with these signatures instead of
+	// the Connection's (WithDKIM).
+	DKIM []DKIM
+
 	attachments []*Attachment
 }
 
@@ -170,7 +174,18 @@ func (m *Message) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return checkDKIM(m.DKIM)
+}
+
+// readOnce reports whether an attachment's body comes from a reader that
+// can be read only once.
+func (m *Message) readOnce() bool {
+	for _, a := range m.attachments {
+		if a.once {
+			return true
+		}
+	}
+	return false
 }
 
 // checkText checks a header value: CR, LF or NUL is ErrHeaderInjection,

@@ -73,6 +73,7 @@ type config struct {
 	maxLifetime time.Duration
 	rate        *rateConfig
 	retry       RetryPolicy
+	dkim        []DKIM
 }
 
 func newConfig(server string, opts []Option) (*config, error) {

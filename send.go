@@ -62,6 +62,7 @@ func (a *attempt) run(ctx context.Context, only []string) (*SendResult, error) {
 		if only != nil {
 			tx.env.To = slices.DeleteFunc(slices.Clone(tx.env.To), func(to string) bool { return !slices.Contains(only, to) })
 		}
+		defer tx.done()
 		a.id, a.session = tx.id, s.id
 		res, err = s.send(ctx, tx)
 		a.size = tx.written

@@ -58,7 +58,16 @@ type transaction struct {
 	id      string // the Message-ID, if known
 	partial bool   // partial delivery, resolved from env.Delivery and the Connection
 	body    func(io.Writer) error
-	written int64 // bytes of message data written, for the log
+	cleanup func() // releases what body holds (a spool), if anything
+	written int64  // bytes of message data written, for the log
+}
+
+// done releases what the transaction holds once it is over.
+func (tx *transaction) done() {
+	if tx.cleanup != nil {
+		tx.cleanup()
+		tx.cleanup = nil
+	}
 }
 
 // write runs tx.body into w, counting what it writes.

@@ -56,7 +56,7 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 		var retries sync.WaitGroup
 		defer retries.Wait()
 		after := func(j *job, res *SendResult, err error) {
-			a := &attempt{c: c, build: messageSend(j.msg, j.st), start: j.start, n: 1, id: j.st.id,
+			a := &attempt{c: c, build: c.messageSend(j.msg, j.st), start: j.start, n: 1, id: j.st.id,
 				size: j.size.Load(), session: j.session, res: res, err: err}
 			if c.cfg.retry.Attempts == 1 || err == nil && len(retryRecipients(res)) == 0 || err != nil && !retryable(err) {
 				j.settle(a.finish(ctx, nil))
@@ -165,13 +165,17 @@ func (s *session) prepareTx(c *Connection, j *job) (*transaction, error) {
 		}
 		j.st = newStamp(j.msg)
 	}
-	tx, err := messageSend(j.msg, j.st)(s)
+	tx, err := c.messageSend(j.msg, j.st)(s)
 	if err != nil {
 		return nil, err
 	}
 	tx.partial = c.cfg.partial(tx.env.Delivery)
 	j.session = s.id
-	return tx, s.check(tx)
+	if err := s.check(tx); err != nil {
+		tx.done()
+		return nil, err
+	}
+	return tx, nil
 }
 
 // admit waits for the rate limit before j's transaction, calling
@@ -218,6 +222,7 @@ func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-
 				continue
 			}
 			res, err := s.send(ctx, tx)
+			tx.done()
 			var stale *staleError
 			if errors.As(err, &stale) {
 				return j
@@ -356,6 +361,7 @@ func (st *stream) send(j *job) bool {
 		j.refuse(err)
 		return true
 	}
+	defer tx.done()
 	s.messages++
 	t := &streamTx{j: j, id: tx.id, to: tx.env.To, rset: st.started, chunked: s.has("CHUNKING"),
 		partial: tx.partial, wait: !tx.partial && len(tx.env.To) > 1,
