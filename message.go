@@ -102,6 +102,10 @@ type Message struct {
 	// and Bcc.
 	Envelope *Envelope
 
+	// Calendar, if set, makes the message a calendar invitation (or
+	// cancellation, reply...): see Calendar.
+	Calendar *Calendar
+
 	// DKIM, if set, signs this message with these signatures instead of
 	// the Connection's (WithDKIM).
 	DKIM []DKIM
@@ -177,6 +181,11 @@ func (m *Message) Validate() error {
 	}
 	for _, a := range m.attachments {
 		if err := a.check(); err != nil {
+			return err
+		}
+	}
+	if m.Calendar != nil {
+		if err := m.Calendar.check(); err != nil {
 			return err
 		}
 	}

@@ -90,12 +90,27 @@ func (m *Message) structure(seed string) *part {
 			body = multipart(seed, &n, "related", parts...)
 		}
 	}
+	var invite *part
+	if m.Calendar != nil {
+		invite = calendarPart(m.Calendar)
+		regular = append(regular, m.Calendar.attachment())
+	}
 	if m.Text != "" || body == nil && len(regular) == 0 {
 		text := &part{header: plainHeader, text: m.Text}
 		if body == nil {
 			body = text
 		} else {
 			body = multipart(seed, &n, "alternative", text, body)
+		}
+	}
+	if invite != nil {
+		switch {
+		case body == nil:
+			body = invite
+		case body.boundary != "" && strings.HasPrefix(body.header[0][1], "multipart/alternative"):
+			body.parts = append(body.parts, invite)
+		default:
+			body = multipart(seed, &n, "alternative", body, invite)
 		}
 	}
 	if len(regular) == 0 {
