@@ -21,7 +21,10 @@ type Connection struct {
 	cfg   *config
 	sink  *transcriptSink
 	slots chan struct{} // a token for each session allowed to be in use
-	done  chan struct{} // closed by Close
+	// wantSlot tells an idle SendAll stream that someone waits for a
+	// slot.
+	wantSlot chan struct{}
+	done     chan struct{} // closed by Close
 	// stop ends every operation in flight, dials included, when Close
 	// is called.
 	stopCtx context.Context
@@ -70,13 +73,14 @@ func NewConnection(server string, opts ...Option) (*Connection, error) {
 	}
 	stopCtx, stop := context.WithCancel(context.Background())
 	return &Connection{
-		cfg:     cfg,
-		sink:    newTranscriptSink(cfg),
-		slots:   make(chan struct{}, cfg.maxConns),
-		done:    make(chan struct{}),
-		stopCtx: stopCtx,
-		stop:    stop,
-		limiter: newLimiter(cfg.rate),
+		cfg:      cfg,
+		sink:     newTranscriptSink(cfg),
+		slots:    make(chan struct{}, cfg.maxConns),
+		wantSlot: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		stopCtx:  stopCtx,
+		stop:     stop,
+		limiter:  newLimiter(cfg.rate),
 	}, nil
 }
 

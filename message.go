@@ -192,6 +192,15 @@ func (m *Message) Validate() error {
 	return checkDKIM(m.DKIM)
 }
 
+// delivery returns the message's delivery policy: its envelope's when it
+// has one.
+func (m *Message) delivery() DeliveryPolicy {
+	if m.Envelope != nil {
+		return m.Envelope.Delivery
+	}
+	return m.Delivery
+}
+
 // readOnce reports whether an attachment's body comes from a reader that
 // can be read only once.
 func (m *Message) readOnce() bool {

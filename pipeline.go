@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -182,6 +183,24 @@ func (p *pipe) refusal() error {
 	return nil
 }
 
+// envelopeFailure is the error of a transaction that failed after its
+// RCPT replies and before its message: err itself, or when recipients
+// were refused, a *RecipientsError that keeps their own refusals (a 5xx
+// one is never retried) and, with partial delivery, gives err to the
+// recipients that were accepted (they may be retried).
+func envelopeFailure(res *SendResult, partial bool, err error) error {
+	if res == nil || len(res.Rejected) == 0 {
+		return err
+	}
+	rejected := slices.Clone(res.Rejected)
+	if partial {
+		for _, to := range res.Accepted {
+			rejected = append(rejected, RejectedRecipient{Address: to, Err: err})
+		}
+	}
+	return &RecipientsError{Rejected: rejected}
+}
+
 // awaitEnvelope sends what is queued and reads the envelope's replies:
 // the error says why the message must not follow.
 func (p *pipe) awaitEnvelope() error {
@@ -211,11 +230,11 @@ func (p *pipe) data(wait bool) error {
 	}
 	_, code, msg, err := p.next(p.s.cfg.timeout)
 	if err != nil {
-		return err
+		return cmpErr(p.refusal(), envelopeFailure(p.res, p.partial, err))
 	}
 	refused := p.refusal()
 	if code != 354 {
-		return cmpErr(refused, newReply("DATA", code, msg))
+		return cmpErr(refused, envelopeFailure(p.res, p.partial, newReply("DATA", code, msg)))
 	}
 	if refused != nil {
 		// RFC 2920 3.1: DATA accepted although nothing may be sent (no

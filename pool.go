@@ -176,10 +176,22 @@ func (c *Connection) closeIdle(ctx context.Context) {
 func (c *Connection) acquire(ctx context.Context) (*session, error) {
 	select {
 	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("mailer: waiting for a session: %w", ctx.Err())
-	case <-c.done:
-		return nil, ErrClosed
+	default:
+		// Every slot is taken: a SendAll worker waiting for its next
+		// message gives its session back (see stream), so that a retry or
+		// a Send is not left waiting behind streams that have nothing to
+		// do.
+		select {
+		case c.wantSlot <- struct{}{}:
+		default:
+		}
+		select {
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("mailer: waiting for a session: %w", ctx.Err())
+		case <-c.done:
+			return nil, ErrClosed
+		}
 	}
 	s, id, err := c.takeIdle()
 	if err != nil {

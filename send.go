@@ -34,7 +34,8 @@ type attempt struct {
 	n       int // attempts made
 	id      string
 	size    int64
-	session int // the session of the last attempt
+	session int  // the session of the last attempt
+	partial bool // the message goes to the recipients accepted
 
 	res *SendResult // the last attempt's outcome
 	err error
@@ -65,7 +66,7 @@ func (a *attempt) run(ctx context.Context, only []string) (*SendResult, error) {
 		defer tx.done()
 		a.id, a.session = tx.id, s.id
 		res, err = s.send(ctx, tx)
-		a.size = tx.written
+		a.size, a.partial = tx.written, tx.partial
 		return err
 	})
 	return res, err
@@ -80,7 +81,14 @@ func (a *attempt) finish(ctx context.Context, rewind func() bool) (*SendResult, 
 	res, err := a.res, a.err
 	for {
 		c.observe(err)
-		total = merge(total, only, res, err)
+		var re *RecipientsError
+		if total == nil && a.partial && errors.As(err, &re) {
+			// Nothing delivered, but with partial delivery the recipients
+			// refused for a while may be tried again without the others.
+			total, err = &SendResult{Rejected: slices.Clone(re.Rejected)}, nil
+		} else {
+			total = merge(total, only, res, err)
+		}
 		if a.n >= policy.Attempts {
 			break
 		}
@@ -88,7 +96,11 @@ func (a *attempt) finish(ctx context.Context, rewind func() bool) (*SendResult, 
 			if only = retryRecipients(total); len(only) == 0 {
 				break
 			}
-		} else if !retryable(err) || rewind != nil && !rewind() {
+		} else if !retryable(err) {
+			break
+		}
+		if rewind != nil && !rewind() {
+			// The body cannot be read again.
 			break
 		}
 		c.stats.retries.Add(1)
@@ -97,7 +109,10 @@ func (a *attempt) finish(ctx context.Context, rewind func() bool) (*SendResult, 
 		}
 		res, err = a.run(ctx, only)
 	}
-	if total != nil {
+	switch {
+	case total != nil && len(total.Accepted) == 0:
+		err, total = &RecipientsError{Rejected: total.Rejected}, nil
+	case total != nil:
 		total.MessageID, total.Attempts = a.id, a.n
 		err = nil
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,14 +23,6 @@ import (
 // every fault to fire a dozen times or more (each has a probability of
 // 1.5%), few enough to stay well under 20 s with -race on two shared cores.
 const soakMessages = 2500
-
-// soakSendAllBatch is how many messages each SendAll call of TestSoak
-// takes. It should be soakMessages; it is below 2 x 8 sessions x pipeline
-// depth 8 = 128, what SendAll buffers, because of the deadlock that
-// TestSoakSendAllRetryNeedsASession shows (BUG): a retry waits for a
-// session that SendAll's own workers hold. Within a batch, a retry still
-// waits until the batch's last message is taken or a session dies.
-const soakSendAllBatch = 100
 
 // soakFaultP is the probability of each of the six faults at its command;
 // with 1.5 recipients a message on average, about 10% of transactions
@@ -220,11 +211,6 @@ func soakDump(list []*soakTx) string {
 	return b.String()
 }
 
-// soakMasked marks a recipient refused with 5xx in a transaction whose
-// DATA drew 421: the library retries it (the known bug that
-// TestSoakRcpt5xxMaskedByData421 shows).
-const soakMasked = "a 5xx at RCPT masked by a 421 at DATA"
-
 // soakOutcome is one message's end, as its caller saw it.
 type soakOutcome struct {
 	done bool
@@ -337,23 +323,16 @@ func soakRun(t *testing.T, mode string) {
 	twice := 0
 	switch mode {
 	case "SendAll":
-		// In batches of soakSendAllBatch: one SendAll over every message
-		// deadlocks on the first retry (TestSoakSendAllRetryNeedsASession).
-		i := 0
-		for b := 0; b < len(msgs); b += soakSendAllBatch {
-			batch := msgs[b:min(b+soakSendAllBatch, len(msgs))]
-			k := 0
-			for res, err := range c.SendAll(ctx, slices.Values(batch)) {
-				if k >= len(batch) {
-					t.Fatalf("SendAll yielded more than %d outcomes", len(batch))
-				}
-				out[i] = soakOutcome{true, res, err}
-				i++
-				k++
+		k := 0
+		for res, err := range c.SendAll(ctx, slices.Values(msgs)) {
+			if k >= len(msgs) {
+				t.Fatalf("SendAll yielded more than %d outcomes", len(msgs))
 			}
-			if k != len(batch) {
-				t.Fatalf("SendAll yielded %d outcomes for %d messages (messages %d to %d)", k, len(batch), b, b+len(batch)-1)
-			}
+			out[k] = soakOutcome{true, res, err}
+			k++
+		}
+		if k != len(msgs) {
+			t.Fatalf("SendAll yielded %d outcomes for %d messages", k, len(msgs))
 		}
 	case "Send":
 		var wg sync.WaitGroup
@@ -566,18 +545,12 @@ func soakRun(t *testing.T, mode string) {
 		}
 		perMsg[i] = append(perMsg[i], tx)
 	}
-	retriedAfterDot, retriedAfter5xx, resentAccepted, knownBug := 0, 0, 0, 0
+	retriedAfterDot, retriedAfter5xx, resentAccepted := 0, 0, 0
 	for i, list := range perMsg {
 		done := map[string]string{} // recipient -> why it must not be sent again
 		for k, tx := range list {
 			for _, r := range tx.rcpts {
 				if why, ok := done[r]; ok {
-					if why == soakMasked {
-						knownBug++
-						t.Logf("message %d: transaction %d sent to %s again after a 5xx at RCPT masked by a 421 at DATA (known bug, "+
-							"TestSoakRcpt5xxMaskedByData421); outcome %v %+v; transactions:\n%s", i, k+1, r, out[i].err, out[i].res, soakDump(list))
-						continue
-					}
 					t.Errorf("message %d: transaction %d sent to %s again after %s; outcome %v %+v; transactions:\n%s",
 						i, k+1, r, why, out[i].err, out[i].res, soakDump(list))
 					switch {
@@ -598,8 +571,6 @@ func soakRun(t *testing.T, mode string) {
 					done[r] = "it was delivered"
 				case tx.dotSent && tx.dot.code != 250:
 					done[r] = fmt.Sprintf("the dot drew %q", tx.dot.line)
-				case mailOK && rep.code >= 500 && tx.data.code == 421:
-					done[r] = soakMasked
 				case mailOK && rep.code >= 500:
 					done[r] = "a 5xx at RCPT"
 				}
@@ -674,38 +645,17 @@ func soakRun(t *testing.T, mode string) {
 	t.Logf("  retries     %5d  rate-limit waits %d, slow-downs %d", st.Retries, st.RateLimitWaits, st.SlowDowns)
 	t.Logf("  server: %d MAIL (messages + retries = %d), %d RSET, %d pairs committed; duplicates %d, unreported %d, missing %d",
 		mails, firstAndRetries, rsets, len(committed), dups, extra, missing)
-	t.Logf("  transcript: %d transactions, %d dots answered 451, %d dots unanswered; resent after the dot %d, after a 5xx %d "+
-		"(and %d after a 5xx masked by a 421 at DATA), after delivery %d",
-		len(txs), dot4xx, drops, retriedAfterDot, retriedAfter5xx, knownBug, resentAccepted)
-	// The known bug, when it showed, is a subtest of its own, skipped,
-	// so that the checks above pass or fail on their own.
-	t.Run("no-retry-after-5xx-masked-by-421", func(t *testing.T) {
-		if knownBug > 0 {
-			t.Skipf("BUG: %d recipients refused with 5xx were sent again because the 421 to the pipelined DATA masked the refusal "+
-				"(TestSoakRcpt5xxMaskedByData421)", knownBug)
-		}
-	})
+	t.Logf("  transcript: %d transactions, %d dots answered 451, %d dots unanswered; resent after the dot %d, after a 5xx %d, after delivery %d",
+		len(txs), dot4xx, drops, retriedAfterDot, retriedAfter5xx, resentAccepted)
 }
 
-// soakSkipBug skips a test that shows a known bug of the library, unless
-// MAILER_TEST_SHOW_BUGS is set (then it runs, and fails while the bug is
-// there).
-func soakSkipBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("MAILER_TEST_SHOW_BUGS") == "" {
-		t.Skip(why + " (set MAILER_TEST_SHOW_BUGS=1 to run it)")
-	}
-}
-
-// TestSoakRcpt5xxMaskedByData421 pins down what the soak test found: a
+// TestSoakRcpt5xxMaskedByData421 pins down what the soak test found (fixed
+// by envelopeFailure): a
 // pipelined transaction whose only recipient is refused with 550 and whose
 // DATA (sent in the same round trip) draws 421 must fail with the 550
 // (*RecipientsError, permanent) and must not be retried; the 421 says
 // only that the session is over.
 func TestSoakRcpt5xxMaskedByData421(t *testing.T) {
-	soakSkipBug(t, "BUG: pipe.data (pipeline.go) and stream.readTx (stream.go) return the 421 reply to DATA as soon as they read it, "+
-		"before the refusal recorded from the RCPT replies: a recipient refused with 550 is reported as a temporary "+
-		"421 DATA error and WithRetry sends to it again")
 	for _, mode := range []string{"Send", "SendAll"} {
 		for _, attempts := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/attempts=%d", mode, attempts), func(t *testing.T) {
@@ -749,16 +699,14 @@ func TestSoakRcpt5xxMaskedByData421(t *testing.T) {
 }
 
 // TestSoakSendAllRetryNeedsASession pins down the other finding of the
-// soak test: with WithRetry, SendAll hands a message to retry to a
+// soak test (fixed: an idle stream gives its session back when one is
+// wanted, see Connection.wantSlot); before the fix, with WithRetry, SendAll hands a message to retry to a
 // goroutine that needs a session of the pool, while the pool's workers
 // hold every session waiting for more messages, and the feeder waits for
 // the caller to take the outcome of the message being retried: with more
 // messages than SendAll buffers (2 x sessions x pipeline depth), nothing
 // moves until ctx ends. One 451 to the first MAIL is enough.
 func TestSoakSendAllRetryNeedsASession(t *testing.T) {
-	soakSkipBug(t, "BUG: SendAll (stream.go) deadlocks until ctx ends when a retry (attempt.finish -> Connection.run -> acquire) "+
-		"waits for a session slot held by a worker blocked in stream's take() on the work channel, while the feeder is "+
-		"blocked on the full order channel behind the message being retried")
 	srv := mailertest.NewServer(mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply, Code: 451,
 		Enhanced: "4.3.0", Text: "try again", Conn: 1, Nth: 1}))
 	defer srv.Close()

@@ -786,3 +786,34 @@ func TestDefaultLocalName(t *testing.T) {
 		t.Errorf("refused EHLO: %v", err)
 	}
 }
+
+// TestRetryPartialSendRawRewinds: a raw message retried for some of its
+// recipients is read again from its start, or, when its reader cannot
+// seek, not retried: never sent empty or cut.
+func TestRetryPartialSendRawRewinds(t *testing.T) {
+	env := Envelope{From: "a@example.test", To: []string{"x@example.test", "y@example.test"}, Delivery: DeliveryPartial}
+	for _, seekable := range []bool{true, false} {
+		srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "RCPT", Conn: 1, Nth: 2, Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0"}))
+		c := retrying(t, srv)
+		var r io.Reader = strings.NewReader(rawBody)
+		if !seekable {
+			r = io.MultiReader(r)
+		}
+		res, err := c.SendRaw(testCtx(t), env, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := srv.Messages()
+		for _, m := range msgs {
+			if string(m.Data) != rawBody {
+				t.Errorf("seekable=%v: a copy was sent as %q", seekable, m.Data)
+			}
+		}
+		switch {
+		case seekable && (len(msgs) != 2 || len(res.Accepted) != 2 || res.Attempts != 2):
+			t.Errorf("seekable: %d copies, %+v", len(msgs), res)
+		case !seekable && (len(msgs) != 1 || len(res.Rejected) != 1 || res.Attempts != 1):
+			t.Errorf("read once: %d copies, %+v", len(msgs), res)
+		}
+	}
+}

@@ -544,7 +544,7 @@ func (s *session) send(ctx context.Context, tx *transaction) (*SendResult, error
 	if err != nil {
 		err = s.fail(ctx, "DATA", s.cfg.timeout, err)
 		s.reset(ctx)
-		return nil, err
+		return nil, envelopeFailure(res, tx.partial, err)
 	}
 	s.t.resetWriteErr()
 	s.t.startData(true)

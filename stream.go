@@ -56,9 +56,23 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 		var retries sync.WaitGroup
 		defer retries.Wait()
 		after := func(j *job, res *SendResult, err error) {
+			if j.msg == nil {
+				j.settle(res, err)
+				return
+			}
+			if j.st.id == "" {
+				// Failed before its transaction (no session): checked
+				// here, since a retry sends it without prepareTx.
+				if verr := j.msg.Validate(); verr != nil {
+					j.settle(nil, verr)
+					return
+				}
+				j.st = newStamp(j.msg)
+			}
 			a := &attempt{c: c, build: c.messageSend(j.msg, j.st), start: j.start, n: 1, id: j.st.id,
-				size: j.size.Load(), session: j.session, res: res, err: err}
-			if c.cfg.retry.Attempts == 1 || err == nil && len(retryRecipients(res)) == 0 || err != nil && !retryable(err) {
+				size: j.size.Load(), session: j.session, partial: c.cfg.partial(j.msg.delivery()), res: res, err: err}
+			if c.cfg.retry.Attempts == 1 || err == nil && len(retryRecipients(res)) == 0 {
+				// Nothing to retry: finish only reports.
 				j.settle(a.finish(ctx, nil))
 				return
 			}
@@ -205,11 +219,17 @@ func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-
 		if s.spent() {
 			return nil
 		}
-		j, ok := <-work
-		if !ok {
+		select {
+		case j, ok := <-work:
+			if !ok {
+				return nil
+			}
+			return j
+		case <-c.wantSlot:
+			// Someone waits for a session while this one has nothing
+			// to send: give it back to the pool.
 			return nil
 		}
-		return j
 	}
 	if !s.has("PIPELINING") {
 		for j := first; j != nil; j = take() {
@@ -684,11 +704,11 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 	}
 	code, msg, err = reply("DATA", st.cfg.timeout)
 	if err != nil {
-		return nil, nil, err
+		return nil, cmpErr(refused, envelopeFailure(res, t.partial, err)), err
 	}
 	if code != 354 {
 		close(t.dataGo)
-		return nil, cmpErr(refused, newReply("DATA", code, msg)), nil
+		return nil, cmpErr(refused, envelopeFailure(res, t.partial, newReply("DATA", code, msg))), nil
 	}
 	t.dataGo <- refused == nil
 	code, msg, err = reply("DATA", st.cfg.dataTimeout)
