@@ -342,13 +342,7 @@ func main() {
 		fmt.Printf("### %d connection(s): messages per second, round trips per message\n\n", conns)
 		fmt.Printf("| server | RTT | client | msg/s | ratio | round trips/msg |\n|---|---|---|---|---|---|\n")
 		for _, srv := range servers {
-			if conns > 1 && srv.name == "mailertest" {
-				continue
-			}
 			for _, rtt := range rtts {
-				if conns > 1 && rtt == 0 {
-					continue
-				}
 				results := map[string]result{}
 				for _, p := range peers {
 					var rates, turns []float64
