@@ -25,9 +25,10 @@ import (
 
 // bulkFlags are send's flags for one message per row of a file.
 type bulkFlags struct {
-	recipients  string
-	results     string
-	connections int
+	recipients    string
+	results       string
+	connections   int
+	maxPerSession int
 }
 
 // addBulkFlags defines the bulk flags on fs.
@@ -36,6 +37,7 @@ func addBulkFlags(fs *pflag.FlagSet) *bulkFlags {
 	fs.StringVar(&b.recipients, "recipients", "", "CSV (with a header row) or JSON-lines file: one message per row, to its email column")
 	fs.StringVar(&b.results, "results", "", "per-row result file, JSON lines (default: the recipients file + .results.jsonl); rows it records as sent are skipped")
 	fs.IntVar(&b.connections, "connections", 1, "SMTP connections to send through at once")
+	fs.IntVar(&b.maxPerSession, "max-per-session", 0, "close a session with QUIT after N messages and open another (default: no limit)")
 	return b
 }
 
@@ -229,6 +231,9 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	if b.connections < 1 {
 		return usageErrorf("--connections must be at least 1")
 	}
+	if b.maxPerSession < 0 {
+		return usageErrorf("--max-per-session must be 0 (no limit) or more")
+	}
 	if len(m.to) > 0 {
 		return usageErrorf("--to and --recipients do not go together: the rows are the To recipients")
 	}
@@ -314,8 +319,13 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		ready = append(ready, r)
 	}
 
+	var stats mailer.Stats
 	if len(ready) > 0 {
-		c, err := mailer.NewConnection(s.server, append(s.all(), mailer.WithMaxConnections(b.connections))...)
+		opts := append(s.all(), mailer.WithMaxConnections(b.connections))
+		if b.maxPerSession > 0 {
+			opts = append(opts, mailer.WithMaxMessagesPerSession(b.maxPerSession))
+		}
+		c, err := mailer.NewConnection(s.server, opts...)
 		if err != nil {
 			return configErrorf("%s", oneLine(err))
 		}
@@ -344,10 +354,34 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 			}
 			prog.report(rec)
 		}
+		stats = c.Stats()
 	}
-	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent); results in %s\n", sent, failed, skipped, resultsPath)
+	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent)%s; results in %s\n",
+		sent, failed, skipped, statsNote(stats), resultsPath)
 	if firstFailure != nil {
 		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; run the same command again to retry the failed rows", failed, len(todo), firstFailure.msg)}
 	}
 	return nil
+}
+
+// statsNote describes the retries, the waits for --rate and the sessions
+// opened, for the summary line; "" when there was nothing to say.
+func statsNote(st mailer.Stats) string {
+	var parts []string
+	if st.Retries > 0 {
+		parts = append(parts, fmt.Sprintf("%d retries", st.Retries))
+	}
+	if st.RateLimitWaits > 0 {
+		parts = append(parts, fmt.Sprintf("%d waited for the rate limit", st.RateLimitWaits))
+	}
+	if st.SlowDowns > 0 {
+		parts = append(parts, fmt.Sprintf("slowed down %d times by the server", st.SlowDowns))
+	}
+	if st.SessionsOpened > 1 {
+		parts = append(parts, fmt.Sprintf("%d sessions", st.SessionsOpened))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"io"
 	"net/mail"
 	"slices"
@@ -131,6 +132,7 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	completeConnFlags(cmd)
+	dlv := addDeliveryFlags(fs)
 	fallbackSender := fs.String("sender", "", "envelope sender when -f is not given")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		o, err := parseSendmailArgs(args, fs)
@@ -156,27 +158,59 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 			return dataErrorf("sendmail: no message on standard input")
 		}
 		m := splitMessage(raw)
-		env, err := o.envelope(m, *fallbackSender)
-		if err != nil {
-			return err
-		}
 		if strings.ContainsAny(o.fullName, "\r\n") {
 			return dataErrorf("sendmail: -F: a line break in the name")
 		}
-		m.remove("Bcc", "Resent-Bcc")
-		if !m.has("From") && env.From != "" {
-			m.add("From", mailer.Recipient{Name: o.fullName, Address: env.From}.String())
+		// With -t alone the header says everything, as it does to
+		// Connection.SendEML: the envelope sender is Sender or From, the
+		// recipients To, Cc and Bcc (those of the topmost Resent-* block
+		// for a resent message), Bcc is removed. The command builds the
+		// envelope itself only where SendEML cannot: -f or --sender
+		// overriding the header's sender, recipients given as arguments,
+		// no From header to take the sender from (a script's output, to
+		// which it adds From).
+		eml := o.extract && len(o.recipients) == 0 && o.sender == "" && *fallbackSender == "" && m.has("From")
+		var env mailer.Envelope
+		if !eml {
+			if env, err = o.envelope(m, *fallbackSender); err != nil {
+				return err
+			}
+			m.remove("Bcc", "Resent-Bcc")
+			if !m.has("From") && env.From != "" {
+				m.add("From", mailer.Recipient{Name: o.fullName, Address: env.From}.String())
+			}
 		}
+		signer := env.From
+		if from, err := m.addresses("From"); err == nil && len(from) > 0 {
+			signer = from[0]
+		}
+		// SendEML sends the header as it is: a missing Date and Message-ID
+		// are ours to add, as an MTA's sendmail adds them. A Message-ID
+		// the next server adds would break the DKIM signature, which
+		// signs its absence.
 		if !m.has("Date") {
 			m.add("Date", time.Now().Format(time.RFC1123Z))
 		}
+		if !m.has("Message-ID") {
+			m.add("Message-ID", newMessageID(domainOf(signer)))
+		}
+		opts, err := dlv.options(s.profile, domainOf(signer))
+		if err != nil {
+			return err
+		}
 
-		c, err := mailer.NewConnection(s.server, s.all()...)
+		c, err := mailer.NewConnection(s.server, append(s.all(), opts...)...)
 		if err != nil {
 			return configErrorf("%s", oneLine(err))
 		}
 		defer c.Close()
-		if _, err := c.SendRaw(context.Background(), env, bytes.NewReader(m.bytes())); err != nil {
+		// A bytes.Reader seeks, so that --retry may send it again.
+		if eml {
+			_, err = c.SendEML(context.Background(), bytes.NewReader(m.bytes()))
+		} else {
+			_, err = c.SendRaw(context.Background(), env, bytes.NewReader(m.bytes()))
+		}
+		if err != nil {
 			return explain("sendmail: sending to "+s.server, err)
 		}
 		return nil
@@ -185,12 +219,12 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 }
 
 // envelope derives the envelope: the sender from -f, else fallback (the
-// --sender flag), else the From header; the recipients from the arguments
+// --sender flag), else the Sender header, else From; the recipients from the arguments
 // and, with -t, the To, Cc and Bcc headers.
 func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envelope, error) {
 	env := mailer.Envelope{From: cmp.Or(o.sender, fallback)}
-	if env.From == "" {
-		if from, err := m.addresses("From"); err == nil && len(from) > 0 {
+	for _, name := range []string{"Sender", "From"} {
+		if from, err := m.addresses(name); env.From == "" && err == nil && len(from) > 0 {
 			env.From = from[0]
 		}
 	}
@@ -399,4 +433,13 @@ func appendNew(list []string, add ...string) []string {
 		}
 	}
 	return list
+}
+
+// newMessageID returns a random <id@domain>, at "localhost" when domain is
+// empty or not ASCII.
+func newMessageID(domain string) string {
+	if domain == "" || strings.IndexFunc(domain, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		domain = "localhost"
+	}
+	return "<" + rand.Text() + "@" + strings.ToLower(domain) + ">"
 }
