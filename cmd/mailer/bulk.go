@@ -35,7 +35,7 @@ type bulkFlags struct {
 func addBulkFlags(fs *pflag.FlagSet) *bulkFlags {
 	b := &bulkFlags{}
 	fs.StringVar(&b.recipients, "recipients", "", "CSV (with a header row) or JSON-lines file: one message per row, to its email column")
-	fs.StringVar(&b.results, "results", "", "per-row result file, JSON lines (default: the recipients file + .results.jsonl); rows it records as sent are skipped")
+	fs.StringVar(&b.results, "results", "", "per-row result file, JSON lines (default: the recipients file + .results.jsonl); rows it records as sent (or of unknown outcome) are skipped")
 	fs.IntVar(&b.connections, "connections", 1, "SMTP connections to send through at once")
 	fs.IntVar(&b.maxPerSession, "max-per-session", 0, "close a session with QUIT after N messages and open another (default: no limit)")
 	return b
@@ -55,7 +55,7 @@ type row struct {
 type result struct {
 	Row       int    `json:"row"`
 	Email     string `json:"email"`
-	Status    string `json:"status"` // "sent" or "failed"
+	Status    string `json:"status"` // "sent", "failed" or "unknown"
 	MessageID string `json:"message_id,omitempty"`
 	Response  string `json:"response,omitempty"`
 	Error     string `json:"error,omitempty"`
@@ -274,22 +274,28 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	}
 
 	var todo []*row
-	var sent, skipped, failed int
+	var sent, skipped, failed, unknown, unknownSkipped int
 	var firstFailure *exitError
-	fail := func(r *row, e *exitError) error {
+	fail := func(r *row, status string, e *exitError) error {
 		failed++
 		if firstFailure == nil || (firstFailure.code == exTempFail && e.code != exTempFail) {
 			firstFailure = e
 		}
-		return record(result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg})
+		return record(result{Row: r.n, Email: r.email, Status: status, Error: e.msg})
 	}
 	for _, r := range rows {
-		if prev, ok := done[r.n]; ok && prev.Status == "sent" {
+		// A row of unknown outcome may have been delivered: it is not
+		// sent again until its line is removed from the result file.
+		if prev, ok := done[r.n]; ok && (prev.Status == "sent" || prev.Status == "unknown") {
 			if !strings.EqualFold(prev.Email, r.email) {
 				return configErrorf("%s records row %d as <%s>, but %s has <%s> there: it belongs to another recipients file",
 					resultsPath, r.n, prev.Email, b.recipients, r.email)
 			}
-			skipped++
+			if prev.Status == "unknown" {
+				unknownSkipped++
+			} else {
+				skipped++
+			}
 			continue
 		}
 		todo = append(todo, r)
@@ -310,7 +316,7 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		}
 		if err != nil {
 			e := explain("", err)
-			if err := fail(r, e); err != nil {
+			if err := fail(r, "failed", e); err != nil {
 				return err
 			}
 			prog.report(result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg})
@@ -342,7 +348,11 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 			if err != nil {
 				e := explain("sending to "+s.server, err)
 				rec = result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg}
-				if err := fail(r, e); err != nil {
+				if errors.Is(err, mailer.ErrOutcomeUnknown) {
+					rec.Status = "unknown"
+					unknown++
+				}
+				if err := fail(r, rec.Status, e); err != nil {
 					return err
 				}
 			} else {
@@ -356,10 +366,22 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		}
 		stats = c.Stats()
 	}
-	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent)%s; results in %s\n",
-		sent, failed, skipped, statsNote(stats), resultsPath)
+	skippedNote := ""
+	if unknownSkipped > 0 {
+		skippedNote = fmt.Sprintf(", %d of unknown outcome", unknownSkipped)
+	}
+	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent)%s%s; results in %s\n",
+		sent, failed, skipped, skippedNote, statsNote(stats), resultsPath)
+	if unknownSkipped > 0 {
+		fmt.Fprintf(stderr, "mailer: %d rows of unknown outcome (status \"unknown\" in %s) were not sent again: check whether they arrived, and delete their lines to send them\n",
+			unknownSkipped, resultsPath)
+	}
 	if firstFailure != nil {
-		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; run the same command again to retry the failed rows", failed, len(todo), firstFailure.msg)}
+		again := "run the same command again to retry the failed rows"
+		if unknown > 0 {
+			again += fmt.Sprintf(" (not the %d of unknown outcome: they may have been delivered)", unknown)
+		}
+		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; %s", failed, len(todo), firstFailure.msg, again)}
 	}
 	return nil
 }

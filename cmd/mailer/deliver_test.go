@@ -344,3 +344,54 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkOutcomeUnknown: a row whose connection was lost after its final
+// dot is recorded as "unknown" and is not sent again by the next run.
+func TestBulkOutcomeUnknown(t *testing.T) {
+	csvPath, results := writeRows(t, 3)
+	args := func(srv *mailertest.Server) []string {
+		return []string{"send", "--server", srv.Addr(), "--security", "none", "--sender", "s@example.com",
+			"--recipients", csvPath, "--results", results, "--subject", "once", "--body", "x", "--retry", "3"}
+	}
+	srv := plainServer(t, mailertest.WithFault(mailertest.Fault{Command: "DOT", Conn: 1, Nth: 2, Action: mailertest.Drop}))
+	r := mailerRun(t, args(srv)...)
+	r.wantCode(t, exUnavailable)
+	status := map[int]string{}
+	unknown := 0
+	for _, rec := range readResultFile(t, results) {
+		status[rec.Row] = rec.Status
+		if rec.Status == "unknown" {
+			unknown++
+		}
+	}
+	// Row 3 may have been pipelined behind row 2 on the lost connection.
+	if status[1] != "sent" || status[2] != "unknown" {
+		t.Fatalf("rows recorded as %v, want 1 sent and 2 unknown", status)
+	}
+	if say := fmt.Sprintf("not the %d of unknown outcome", unknown); !strings.Contains(r.stderr, say) {
+		t.Errorf("stderr lacks %q:\n%s", say, r.stderr)
+	}
+
+	srv2 := plainServer(t)
+	r = mailerRun(t, args(srv2)...)
+	r.wantCode(t, 0)
+	if say := fmt.Sprintf("%d of unknown outcome", unknown); !strings.Contains(r.stderr, say) || !strings.Contains(r.stderr, "delete their lines") {
+		t.Errorf("the rerun does not say what it skipped (%q):\n%s", say, r.stderr)
+	}
+	for _, m := range srv2.Messages() {
+		for _, to := range m.To {
+			if row, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(to, "r"), "@example.com")); status[row] == "unknown" {
+				t.Errorf("row %d, of unknown outcome, was sent again", row)
+			}
+		}
+	}
+	var want []string
+	for row, st := range status {
+		if st == "failed" {
+			want = append(want, fmt.Sprintf("r%d@example.com", row))
+		}
+	}
+	if n := len(srv2.Messages()); n != len(want) {
+		t.Errorf("rerun sent %d messages, want the %d failed rows %v", n, len(want), want)
+	}
+}

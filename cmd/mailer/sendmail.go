@@ -124,7 +124,7 @@ sendmail options:
   -v          print the SMTP conversation (as --debug)
   other -o.., -od.., -B, -N, -R, -V are accepted and ignored
 
-A Bcc header is never sent. A message without From or Date gets them.`,
+A Bcc header is never sent. A message without From, Date or Message-ID gets them.`,
 		Example:            `  git send-email --sendmail-cmd='mailer sendmail --profile-smtp ~/.config/mailer/smtp.yaml' 0001-*.patch`,
 		DisableFlagParsing: true,
 	}
@@ -219,12 +219,14 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 }
 
 // envelope derives the envelope: the sender from -f, else fallback (the
-// --sender flag), else the Sender header, else From; the recipients from the arguments
-// and, with -t, the To, Cc and Bcc headers.
+// --sender flag), else the header's; the recipients from the arguments
+// and, with -t, the header's. The header is read as SendEML reads it:
+// Sender, else From; To, Cc and Bcc; of a resent message, the fields of
+// the topmost Resent-* block.
 func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envelope, error) {
 	env := mailer.Envelope{From: cmp.Or(o.sender, fallback)}
 	for _, name := range []string{"Sender", "From"} {
-		if from, err := m.addresses(name); env.From == "" && err == nil && len(from) > 0 {
+		if from, err := m.envelopeAddresses(name); env.From == "" && err == nil && len(from) > 0 {
 			env.From = from[0]
 		}
 	}
@@ -247,9 +249,9 @@ func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envel
 	}
 	if o.extract {
 		for _, name := range []string{"To", "Cc", "Bcc"} {
-			addrs, err := m.addresses(name)
+			addrs, err := m.envelopeAddresses(name)
 			if err != nil {
-				return env, dataErrorf("sendmail: %s header: %v", name, err)
+				return env, dataErrorf("sendmail: %s%s header: %v", m.resentPrefix(), name, err)
 			}
 			env.To = appendNew(env.To, addrs...)
 		}
@@ -377,6 +379,35 @@ func (m *rawMessage) addresses(name string) ([]string, error) {
 		out = append(out, addrs...)
 	}
 	return out, nil
+}
+
+// resentPrefix is "Resent-" when the message was resent (it has a
+// Resent-* field), else "".
+func (m *rawMessage) resentPrefix() string {
+	for _, f := range m.fields {
+		if len(f.name) > 7 && strings.EqualFold(f.name[:7], "Resent-") {
+			return "Resent-"
+		}
+	}
+	return ""
+}
+
+// envelopeAddresses returns the addresses of the fields called name, or
+// Resent-name in a resent message, where only the topmost block (before
+// the second Resent-Date) counts.
+func (m *rawMessage) envelopeAddresses(name string) ([]string, error) {
+	prefix := m.resentPrefix()
+	var top rawMessage
+	dates := 0
+	for _, f := range m.fields {
+		if prefix != "" && strings.EqualFold(f.name, "Resent-Date") {
+			if dates++; dates > 1 {
+				break
+			}
+		}
+		top.fields = append(top.fields, f)
+	}
+	return top.addresses(prefix + name)
 }
 
 func (m *rawMessage) has(name string) bool { return len(m.values(name)) > 0 }
