@@ -11,8 +11,10 @@ import (
 	htmltemplate "html/template"
 	"io"
 	"os"
-	"slices"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -326,6 +328,8 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	}
 
 	var stats mailer.Stats
+	var interrupted atomic.Bool
+	i := 0 // the rows of ready that were attempted
 	if len(ready) > 0 {
 		opts := append(s.all(), mailer.WithMaxConnections(b.connections))
 		if b.maxPerSession > 0 {
@@ -336,12 +340,27 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 			return configErrorf("%s", oneLine(err))
 		}
 		defer c.Close()
-		msgs := make([]*mailer.Message, len(ready))
-		for i, r := range ready {
-			msgs[i] = r.message
+		// SIGINT or SIGTERM stops taking rows: the messages in flight
+		// finish and are recorded, so that the next run sends exactly the
+		// rest. A second signal kills as usual.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		msgs := func(yield func(*mailer.Message) bool) {
+			for _, r := range ready {
+				select {
+				case <-sig:
+					signal.Stop(sig)
+					interrupted.Store(true)
+					return
+				default:
+				}
+				if !yield(r.message) {
+					return
+				}
+			}
 		}
-		i := 0
-		for res, err := range c.SendAll(context.Background(), slices.Values(msgs)) {
+		for res, err := range c.SendAll(context.Background(), msgs) {
 			r := ready[i]
 			i++
 			var rec result
@@ -375,6 +394,13 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	if unknownSkipped > 0 {
 		fmt.Fprintf(stderr, "mailer: %d rows of unknown outcome (status \"unknown\" in %s) were not sent again: check whether they arrived, and delete their lines to send them\n",
 			unknownSkipped, resultsPath)
+	}
+	if interrupted.Load() {
+		code := exTempFail // try again later: the rest is still to send
+		if firstFailure != nil {
+			code = firstFailure.code
+		}
+		return &exitError{code: code, msg: fmt.Sprintf("interrupted: %d rows not sent yet; run the same command again to send them", len(ready)-i)}
 	}
 	if firstFailure != nil {
 		again := "run the same command again to retry the failed rows"

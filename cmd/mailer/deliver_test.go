@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -393,5 +394,54 @@ func TestBulkOutcomeUnknown(t *testing.T) {
 	}
 	if n := len(srv2.Messages()); n != len(want) {
 		t.Errorf("rerun sent %d messages, want the %d failed rows %v", n, len(want), want)
+	}
+}
+
+// TestBulkInterrupt: SIGINT stops a paced run after the messages in
+// flight, every one of them recorded; the next run sends exactly the rest.
+func TestBulkInterrupt(t *testing.T) {
+	csvPath, results := writeRows(t, 6)
+	srv := plainServer(t)
+	args := []string{"send", "--server", srv.Addr(), "--security", "none", "--sender", "s@example.com",
+		"--recipients", csvPath, "--results", results, "--subject", "paced", "--body", "x", "--rate", "4/1s"}
+	cmd := exec.Command(binary, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(srv.Messages()) < 1 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("no message arrived")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exTempFail {
+		t.Fatalf("exit %d (%v), want %d\n%s", code, err, exTempFail, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted: ") {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+	first := len(srv.Messages())
+	recorded := readResultFile(t, results)
+	if first == 6 || len(recorded) != first {
+		t.Fatalf("%d messages sent before the interrupt took effect, %d recorded", first, len(recorded))
+	}
+
+	mailerRun(t, args...).wantCode(t, 0)
+	seen := map[string]int{}
+	for _, m := range srv.Messages() {
+		seen[m.To[0]]++
+	}
+	for i := 1; i <= 6; i++ {
+		if to := fmt.Sprintf("r%d@example.com", i); seen[to] != 1 {
+			t.Errorf("%s received %d messages, want 1", to, seen[to])
+		}
 	}
 }
