@@ -445,3 +445,15 @@ func TestBulkInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestTempfailAfterRetries: a server that drops every connection at EHLO
+// is tried --retry times, and sendmail then exits EX_TEMPFAIL.
+func TestTempfailAfterRetries(t *testing.T) {
+	srv := plainServer(t, mailertest.WithFault(mailertest.Fault{Command: "EHLO", Action: mailertest.Drop}))
+	r := invocation{args: []string{"sendmail", "--server", srv.Addr(), "--security", "none", "-i", "--retry", "2", "r@example.com"},
+		stdin: "From: s@example.com\nSubject: dropped\n\nbody\n"}.run(t)
+	r.wantCode(t, exTempFail)
+	if n := srv.Connections(); n != 2 {
+		t.Errorf("%d connections, want 2 (--retry 2)", n)
+	}
+}

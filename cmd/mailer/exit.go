@@ -64,9 +64,10 @@ func explain(what string, err error) *exitError {
 		return ee
 	}
 	code, fix := classify(err)
-	if mailer.IsTemporary(err) {
-		// Whatever the cause, a failure the library calls temporary (after
-		// any --retry) is one a caller of sendmail should try again later.
+	if code == exUnavailable && mailer.IsTemporary(err) {
+		// A failure the library calls temporary (after any --retry) that
+		// classify knows no better name for is one a caller of sendmail
+		// should try again later: a connection dropped mid-session, say.
 		code = exTempFail
 	}
 	msg := oneLine(err)
