@@ -91,12 +91,10 @@ func (d *deliveryFlags) options(p *smtpProfile, senderDomain string) ([]mailer.O
 		if err != nil {
 			return nil, err
 		}
-		if burst == 0 {
-			burst = 1
-		}
-		if burst < 1 {
+		if burst < 0 || burst == 0 && set("rate-burst") {
 			return nil, usageErrorf("--rate-burst %d: give 1 or more", burst)
 		}
+		burst = max(burst, 1)
 		opts = append(opts, mailer.WithRateLimit(n, per, burst))
 	} else if burst != 0 {
 		return nil, usageErrorf("--rate-burst without --rate: give the rate too")

@@ -457,3 +457,18 @@ func TestTempfailAfterRetries(t *testing.T) {
 		t.Errorf("%d connections, want 2 (--retry 2)", n)
 	}
 }
+
+// TestDeliveryFlagErrors: wrong pacing and retry values are usage errors.
+func TestDeliveryFlagErrors(t *testing.T) {
+	base := []string{"send", "--server", "127.0.0.1:1", "--security", "none", "--sender", "s@example.com", "--to", "r@example.com"}
+	for _, extra := range [][]string{
+		{"--rate", "fast"}, {"--rate", "0/1m"}, {"--rate", "10/1m", "--rate-burst", "0"},
+		{"--rate-burst", "5"}, {"--retry", "0"}, {"--retry", "-1"},
+	} {
+		r := mailerRun(t, append(slices.Clone(base), extra...)...)
+		r.wantCode(t, exUsage)
+		if !strings.Contains(r.stderr, extra[len(extra)-2]) {
+			t.Errorf("%v: stderr %q does not name the flag", extra, r.stderr)
+		}
+	}
+}
