@@ -282,7 +282,7 @@ func writeRows(t *testing.T, n int) (csvPath, results string) {
 	return csvPath, filepath.Join(dir, "results.jsonl")
 }
 
-// TestBulkRate: a server that takes one message per 800 ms refuses the
+// TestBulkRate: a server that takes one message per 600 ms refuses the
 // second of a fast run; --rate 1/1s paces the run so that all are taken.
 func TestBulkRate(t *testing.T) {
 	bulk := func(srv *mailertest.Server, extra ...string) outcome {
@@ -290,10 +290,10 @@ func TestBulkRate(t *testing.T) {
 		return mailerRun(t, append([]string{"send", "--server", srv.Addr(), "--security", "none", "--sender", "s@example.com",
 			"--recipients", csvPath, "--results", results, "--subject", "paced", "--body", "Dear {{.name}}"}, extra...)...)
 	}
-	srv := plainServer(t, mailertest.WithRateLimit(1, 800*time.Millisecond))
+	srv := plainServer(t, mailertest.WithRateLimit(1, 600*time.Millisecond))
 	bulk(srv).wantCode(t, exTempFail)
 
-	srv = plainServer(t, mailertest.WithRateLimit(1, 800*time.Millisecond))
+	srv = plainServer(t, mailertest.WithRateLimit(1, 600*time.Millisecond))
 	start := time.Now()
 	r := bulk(srv, "--rate", "1/1s")
 	r.wantCode(t, 0)
