@@ -11,8 +11,10 @@ import (
 	htmltemplate "html/template"
 	"io"
 	"os"
-	"slices"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -25,17 +27,19 @@ import (
 
 // bulkFlags are send's flags for one message per row of a file.
 type bulkFlags struct {
-	recipients  string
-	results     string
-	connections int
+	recipients    string
+	results       string
+	connections   int
+	maxPerSession int
 }
 
 // addBulkFlags defines the bulk flags on fs.
 func addBulkFlags(fs *pflag.FlagSet) *bulkFlags {
 	b := &bulkFlags{}
 	fs.StringVar(&b.recipients, "recipients", "", "CSV (with a header row) or JSON-lines file: one message per row, to its email column")
-	fs.StringVar(&b.results, "results", "", "per-row result file, JSON lines (default: the recipients file + .results.jsonl); rows it records as sent are skipped")
+	fs.StringVar(&b.results, "results", "", "per-row result file, JSON lines (default: the recipients file + .results.jsonl); rows it records as sent (or of unknown outcome) are skipped")
 	fs.IntVar(&b.connections, "connections", 1, "SMTP connections to send through at once")
+	fs.IntVar(&b.maxPerSession, "max-per-session", 0, "close a session with QUIT after N messages and open another (default: no limit)")
 	return b
 }
 
@@ -53,7 +57,7 @@ type row struct {
 type result struct {
 	Row       int    `json:"row"`
 	Email     string `json:"email"`
-	Status    string `json:"status"` // "sent" or "failed"
+	Status    string `json:"status"` // "sent", "failed" or "unknown"
 	MessageID string `json:"message_id,omitempty"`
 	Response  string `json:"response,omitempty"`
 	Error     string `json:"error,omitempty"`
@@ -229,6 +233,9 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	if b.connections < 1 {
 		return usageErrorf("--connections must be at least 1")
 	}
+	if b.maxPerSession < 0 {
+		return usageErrorf("--max-per-session must be 0 (no limit) or more")
+	}
 	if len(m.to) > 0 {
 		return usageErrorf("--to and --recipients do not go together: the rows are the To recipients")
 	}
@@ -269,22 +276,28 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 	}
 
 	var todo []*row
-	var sent, skipped, failed int
+	var sent, skipped, failed, unknown, unknownSkipped int
 	var firstFailure *exitError
-	fail := func(r *row, e *exitError) error {
+	fail := func(r *row, status string, e *exitError) error {
 		failed++
 		if firstFailure == nil || (firstFailure.code == exTempFail && e.code != exTempFail) {
 			firstFailure = e
 		}
-		return record(result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg})
+		return record(result{Row: r.n, Email: r.email, Status: status, Error: e.msg})
 	}
 	for _, r := range rows {
-		if prev, ok := done[r.n]; ok && prev.Status == "sent" {
+		// A row of unknown outcome may have been delivered: it is not
+		// sent again until its line is removed from the result file.
+		if prev, ok := done[r.n]; ok && (prev.Status == "sent" || prev.Status == "unknown") {
 			if !strings.EqualFold(prev.Email, r.email) {
 				return configErrorf("%s records row %d as <%s>, but %s has <%s> there: it belongs to another recipients file",
 					resultsPath, r.n, prev.Email, b.recipients, r.email)
 			}
-			skipped++
+			if prev.Status == "unknown" {
+				unknownSkipped++
+			} else {
+				skipped++
+			}
 			continue
 		}
 		todo = append(todo, r)
@@ -305,7 +318,7 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		}
 		if err != nil {
 			e := explain("", err)
-			if err := fail(r, e); err != nil {
+			if err := fail(r, "failed", e); err != nil {
 				return err
 			}
 			prog.report(result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg})
@@ -314,25 +327,51 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 		ready = append(ready, r)
 	}
 
+	var stats mailer.Stats
+	var interrupted atomic.Bool
+	i := 0 // the rows of ready that were attempted
 	if len(ready) > 0 {
-		c, err := mailer.NewConnection(s.server, append(s.all(), mailer.WithMaxConnections(b.connections))...)
+		opts := append(s.all(), mailer.WithMaxConnections(b.connections))
+		if b.maxPerSession > 0 {
+			opts = append(opts, mailer.WithMaxMessagesPerSession(b.maxPerSession))
+		}
+		c, err := mailer.NewConnection(s.server, opts...)
 		if err != nil {
 			return configErrorf("%s", oneLine(err))
 		}
 		defer c.Close()
-		msgs := make([]*mailer.Message, len(ready))
-		for i, r := range ready {
-			msgs[i] = r.message
+		// SIGINT or SIGTERM stops taking rows: the messages in flight
+		// finish and are recorded, so that the next run sends exactly the
+		// rest. A second signal kills as usual.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		msgs := func(yield func(*mailer.Message) bool) {
+			for _, r := range ready {
+				select {
+				case <-sig:
+					signal.Stop(sig)
+					interrupted.Store(true)
+					return
+				default:
+				}
+				if !yield(r.message) {
+					return
+				}
+			}
 		}
-		i := 0
-		for res, err := range c.SendAll(context.Background(), slices.Values(msgs)) {
+		for res, err := range c.SendAll(context.Background(), msgs) {
 			r := ready[i]
 			i++
 			var rec result
 			if err != nil {
 				e := explain("sending to "+s.server, err)
 				rec = result{Row: r.n, Email: r.email, Status: "failed", Error: e.msg}
-				if err := fail(r, e); err != nil {
+				if errors.Is(err, mailer.ErrOutcomeUnknown) {
+					rec.Status = "unknown"
+					unknown++
+				}
+				if err := fail(r, rec.Status, e); err != nil {
 					return err
 				}
 			} else {
@@ -344,10 +383,53 @@ func (b *bulkFlags) run(cmd *cobra.Command, s *settings, m *mergedMessage) error
 			}
 			prog.report(rec)
 		}
+		stats = c.Stats()
 	}
-	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent); results in %s\n", sent, failed, skipped, resultsPath)
+	skippedNote := ""
+	if unknownSkipped > 0 {
+		skippedNote = fmt.Sprintf(", %d of unknown outcome", unknownSkipped)
+	}
+	fmt.Fprintf(stderr, "mailer: sent %d, failed %d, skipped %d (already sent)%s%s; results in %s\n",
+		sent, failed, skipped, skippedNote, statsNote(stats), resultsPath)
+	if unknownSkipped > 0 {
+		fmt.Fprintf(stderr, "mailer: %d rows of unknown outcome (status \"unknown\" in %s) were not sent again: check whether they arrived, and delete their lines to send them\n",
+			unknownSkipped, resultsPath)
+	}
+	if interrupted.Load() {
+		code := exTempFail // try again later: the rest is still to send
+		if firstFailure != nil {
+			code = firstFailure.code
+		}
+		return &exitError{code: code, msg: fmt.Sprintf("interrupted: %d rows not sent yet; run the same command again to send them", len(ready)-i)}
+	}
 	if firstFailure != nil {
-		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; run the same command again to retry the failed rows", failed, len(todo), firstFailure.msg)}
+		again := "run the same command again to retry the failed rows"
+		if unknown > 0 {
+			again += fmt.Sprintf(" (not the %d of unknown outcome: they may have been delivered)", unknown)
+		}
+		return &exitError{code: firstFailure.code, msg: fmt.Sprintf("%d of %d messages failed, the first: %s; %s", failed, len(todo), firstFailure.msg, again)}
 	}
 	return nil
+}
+
+// statsNote describes the retries, the waits for --rate and the sessions
+// opened, for the summary line; "" when there was nothing to say.
+func statsNote(st mailer.Stats) string {
+	var parts []string
+	if st.Retries > 0 {
+		parts = append(parts, fmt.Sprintf("%d retries", st.Retries))
+	}
+	if st.RateLimitWaits > 0 {
+		parts = append(parts, fmt.Sprintf("%d waited for the rate limit", st.RateLimitWaits))
+	}
+	if st.SlowDowns > 0 {
+		parts = append(parts, fmt.Sprintf("slowed down %d times by the server", st.SlowDowns))
+	}
+	if st.SessionsOpened > 1 {
+		parts = append(parts, fmt.Sprintf("%d sessions", st.SessionsOpened))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
 }

@@ -87,6 +87,7 @@ type settings struct {
 	password string
 	options  []mailer.Option // without the credentials and the transcript
 	debug    io.Writer       // where --debug sends the transcript, or nil
+	profile  *smtpProfile    // the SMTP profile, empty without one
 }
 
 // all returns every option: credentials and transcript included.
@@ -122,6 +123,7 @@ func (c *connFlags) resolve(stderr io.Writer) (*settings, error) {
 	s := &settings{
 		server:   pick("server", c.server, p.Server),
 		username: pick("username", c.username, p.Username),
+		profile:  p,
 	}
 	if s.server == "" {
 		return nil, usageErrorf("no server: give --server or --profile-smtp")

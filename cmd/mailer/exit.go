@@ -64,6 +64,12 @@ func explain(what string, err error) *exitError {
 		return ee
 	}
 	code, fix := classify(err)
+	if code == exUnavailable && mailer.IsTemporary(err) {
+		// A failure the library calls temporary (after any --retry) that
+		// classify knows no better name for is one a caller of sendmail
+		// should try again later: a connection dropped mid-session, say.
+		code = exTempFail
+	}
 	msg := oneLine(err)
 	if what != "" {
 		msg = what + ": " + msg
@@ -89,7 +95,11 @@ func classify(err error) (int, string) {
 	)
 	switch {
 	case errors.Is(err, mailer.ErrOutcomeUnknown):
-		return exTempFail, "the message may have been delivered: check before sending it again"
+		// Not EX_TEMPFAIL: a caller that queues on 75 (a cron wrapper, a
+		// pipe(8) transport, a retry loop) would send it again and could
+		// deliver it twice. The library never resends it either; a person
+		// should look first.
+		return exUnavailable, "the message may have been delivered: check before sending it again"
 	case errors.As(err, &recipients):
 		code := recipientsCode(recipients)
 		if code == exTempFail {

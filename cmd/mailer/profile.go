@@ -45,6 +45,14 @@ type smtpProfile struct {
 	PasswordEnv     string     `yaml:"PASSWORD_ENV"`
 	TLSCA           string     `yaml:"TLS_CA"`
 	LocalName       string     `yaml:"LOCAL_NAME"`
+
+	// Ours, for send and sendmail: DKIM signing, rate limit, retries.
+	DKIMKey      stringList `yaml:"DKIM_KEY"`
+	DKIMSelector stringList `yaml:"DKIM_SELECTOR"`
+	DKIMDomain   string     `yaml:"DKIM_DOMAIN"`
+	Rate         string     `yaml:"RATE"`
+	RateBurst    int        `yaml:"RATE_BURST"`
+	Retry        int        `yaml:"RETRY"`
 }
 
 // messageProfile holds mumailer's MESSAGE keys.

@@ -270,6 +270,7 @@ being Go templates over the row's columns ({{.name}}).`,
 	conn := addConnFlags(fs)
 	msgf := addMsgFlags(fs)
 	completeConnFlags(cmd)
+	dlv := addDeliveryFlags(fs)
 	bulk := addBulkFlags(fs)
 	verbose := fs.BoolP("verbose", "v", false, "print the Message-ID and the server's reply")
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
@@ -287,6 +288,11 @@ being Go templates over the row's columns ({{.name}}).`,
 		if err != nil {
 			return err
 		}
+		opts, err := dlv.options(s.profile, domainOf(m.sender))
+		if err != nil {
+			return err
+		}
+		s.options = append(s.options, opts...)
 		if bulk.recipients != "" {
 			return bulk.run(cmd, s, m)
 		}

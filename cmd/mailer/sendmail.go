@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"io"
 	"net/mail"
 	"slices"
@@ -123,7 +124,7 @@ sendmail options:
   -v          print the SMTP conversation (as --debug)
   other -o.., -od.., -B, -N, -R, -V are accepted and ignored
 
-A Bcc header is never sent. A message without From or Date gets them.`,
+A Bcc header is never sent. A message without From, Date or Message-ID gets them.`,
 		Example:            `  git send-email --sendmail-cmd='mailer sendmail --profile-smtp ~/.config/mailer/smtp.yaml' 0001-*.patch`,
 		DisableFlagParsing: true,
 	}
@@ -131,6 +132,7 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 	fs.SortFlags = false
 	conn := addConnFlags(fs)
 	completeConnFlags(cmd)
+	dlv := addDeliveryFlags(fs)
 	fallbackSender := fs.String("sender", "", "envelope sender when -f is not given")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		o, err := parseSendmailArgs(args, fs)
@@ -156,27 +158,59 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 			return dataErrorf("sendmail: no message on standard input")
 		}
 		m := splitMessage(raw)
-		env, err := o.envelope(m, *fallbackSender)
-		if err != nil {
-			return err
-		}
 		if strings.ContainsAny(o.fullName, "\r\n") {
 			return dataErrorf("sendmail: -F: a line break in the name")
 		}
-		m.remove("Bcc", "Resent-Bcc")
-		if !m.has("From") && env.From != "" {
-			m.add("From", mailer.Recipient{Name: o.fullName, Address: env.From}.String())
+		// With -t alone the header says everything, as it does to
+		// Connection.SendEML: the envelope sender is Sender or From, the
+		// recipients To, Cc and Bcc (those of the topmost Resent-* block
+		// for a resent message), Bcc is removed. The command builds the
+		// envelope itself only where SendEML cannot: -f or --sender
+		// overriding the header's sender, recipients given as arguments,
+		// no From header to take the sender from (a script's output, to
+		// which it adds From).
+		eml := o.extract && len(o.recipients) == 0 && o.sender == "" && *fallbackSender == "" && m.has("From")
+		var env mailer.Envelope
+		if !eml {
+			if env, err = o.envelope(m, *fallbackSender); err != nil {
+				return err
+			}
+			m.remove("Bcc", "Resent-Bcc")
+			if !m.has("From") && env.From != "" {
+				m.add("From", mailer.Recipient{Name: o.fullName, Address: env.From}.String())
+			}
 		}
+		signer := env.From
+		if from, err := m.addresses("From"); err == nil && len(from) > 0 {
+			signer = from[0]
+		}
+		// SendEML sends the header as it is: a missing Date and Message-ID
+		// are ours to add, as an MTA's sendmail adds them. A Message-ID
+		// the next server adds would break the DKIM signature, which
+		// signs its absence.
 		if !m.has("Date") {
 			m.add("Date", time.Now().Format(time.RFC1123Z))
 		}
+		if !m.has("Message-ID") {
+			m.add("Message-ID", newMessageID(domainOf(signer)))
+		}
+		opts, err := dlv.options(s.profile, domainOf(signer))
+		if err != nil {
+			return err
+		}
 
-		c, err := mailer.NewConnection(s.server, s.all()...)
+		c, err := mailer.NewConnection(s.server, append(s.all(), opts...)...)
 		if err != nil {
 			return configErrorf("%s", oneLine(err))
 		}
 		defer c.Close()
-		if _, err := c.SendRaw(context.Background(), env, bytes.NewReader(m.bytes())); err != nil {
+		// A bytes.Reader seeks, so that --retry may send it again.
+		if eml {
+			_, err = c.SendEML(context.Background(), bytes.NewReader(m.bytes()))
+		} else {
+			_, err = c.SendRaw(context.Background(), env, bytes.NewReader(m.bytes()))
+		}
+		if err != nil {
 			return explain("sendmail: sending to "+s.server, err)
 		}
 		return nil
@@ -185,12 +219,14 @@ A Bcc header is never sent. A message without From or Date gets them.`,
 }
 
 // envelope derives the envelope: the sender from -f, else fallback (the
-// --sender flag), else the From header; the recipients from the arguments
-// and, with -t, the To, Cc and Bcc headers.
+// --sender flag), else the header's; the recipients from the arguments
+// and, with -t, the header's. The header is read as SendEML reads it:
+// Sender, else From; To, Cc and Bcc; of a resent message, the fields of
+// the topmost Resent-* block.
 func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envelope, error) {
 	env := mailer.Envelope{From: cmp.Or(o.sender, fallback)}
-	if env.From == "" {
-		if from, err := m.addresses("From"); err == nil && len(from) > 0 {
+	for _, name := range []string{"Sender", "From"} {
+		if from, err := m.envelopeAddresses(name); env.From == "" && err == nil && len(from) > 0 {
 			env.From = from[0]
 		}
 	}
@@ -213,9 +249,9 @@ func (o *sendmailOptions) envelope(m *rawMessage, fallback string) (mailer.Envel
 	}
 	if o.extract {
 		for _, name := range []string{"To", "Cc", "Bcc"} {
-			addrs, err := m.addresses(name)
+			addrs, err := m.envelopeAddresses(name)
 			if err != nil {
-				return env, dataErrorf("sendmail: %s header: %v", name, err)
+				return env, dataErrorf("sendmail: %s%s header: %v", m.resentPrefix(), name, err)
 			}
 			env.To = appendNew(env.To, addrs...)
 		}
@@ -345,6 +381,35 @@ func (m *rawMessage) addresses(name string) ([]string, error) {
 	return out, nil
 }
 
+// resentPrefix is "Resent-" when the message was resent (it has a
+// Resent-* field), else "".
+func (m *rawMessage) resentPrefix() string {
+	for _, f := range m.fields {
+		if len(f.name) > 7 && strings.EqualFold(f.name[:7], "Resent-") {
+			return "Resent-"
+		}
+	}
+	return ""
+}
+
+// envelopeAddresses returns the addresses of the fields called name, or
+// Resent-name in a resent message, where only the topmost block (before
+// the second Resent-Date) counts.
+func (m *rawMessage) envelopeAddresses(name string) ([]string, error) {
+	prefix := m.resentPrefix()
+	var top rawMessage
+	dates := 0
+	for _, f := range m.fields {
+		if prefix != "" && strings.EqualFold(f.name, "Resent-Date") {
+			if dates++; dates > 1 {
+				break
+			}
+		}
+		top.fields = append(top.fields, f)
+	}
+	return top.addresses(prefix + name)
+}
+
 func (m *rawMessage) has(name string) bool { return len(m.values(name)) > 0 }
 
 // remove drops every field with one of the names.
@@ -399,4 +464,13 @@ func appendNew(list []string, add ...string) []string {
 		}
 	}
 	return list
+}
+
+// newMessageID returns a random <id@domain>, at "localhost" when domain is
+// empty or not ASCII.
+func newMessageID(domain string) string {
+	if domain == "" || strings.IndexFunc(domain, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		domain = "localhost"
+	}
+	return "<" + rand.Text() + "@" + strings.ToLower(domain) + ">"
 }

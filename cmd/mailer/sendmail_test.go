@@ -113,3 +113,44 @@ func TestSendmailExitCodes(t *testing.T) {
 		t.Errorf("%d messages delivered, want none", n)
 	}
 }
+
+// TestSendmailResent: -t reads a resent message's topmost Resent-* block,
+// whether the message goes through SendEML (-t alone) or through the
+// command's own envelope (-t with a recipient argument).
+func TestSendmailResent(t *testing.T) {
+	msg := "Resent-From: Forwarder <fwd@example.com>\n" +
+		"Resent-Date: Mon, 02 Dec 2024 10:00:00 +0000\n" +
+		"Resent-To: new@example.com\n" +
+		"Resent-Bcc: newhidden@example.com\n" +
+		"Resent-From: first-fwd@example.com\n" +
+		"Resent-Date: Sun, 01 Dec 2024 10:00:00 +0000\n" +
+		"Resent-To: older@example.com\n" +
+		"From: Author <author@example.com>\n" +
+		"To: original@example.com\n" +
+		"Subject: resent\n" +
+		"\n" +
+		"body\n"
+	for name, tc := range map[string]struct {
+		args []string
+		to   []string
+	}{
+		"SendEML":  {nil, []string{"new@example.com", "newhidden@example.com"}},
+		"argument": {[]string{"extra@example.com"}, []string{"extra@example.com", "new@example.com", "newhidden@example.com"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := plainServer(t)
+			args := append([]string{"sendmail", "--server", srv.Addr(), "--security", "none", "-t", "-i"}, tc.args...)
+			invocation{args: args, stdin: msg}.run(t).wantCode(t, 0)
+			m := waitOne(t, srv)
+			if m.From != "fwd@example.com" {
+				t.Errorf("MAIL FROM %q, want the topmost Resent-From", m.From)
+			}
+			if !slices.Equal(m.To, tc.to) {
+				t.Errorf("RCPT TO %v, want %v", m.To, tc.to)
+			}
+			if strings.Contains(string(m.Data), "newhidden") {
+				t.Errorf("the Resent-Bcc header was sent:\n%s", m.Data)
+			}
+		})
+	}
+}
