@@ -1,0 +1,128 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/gomailer/mailer"
+	"github.com/riverqueue/river"
+)
+
+// isTemporary reports whether a failed send may be tried again later: a
+// 4yz reply, recipients all refused with 4yz, or a failure that is not a
+// reply at all (network, TLS, a timeout) and happened before the final dot.
+// A 5yz reply and a message the server or the library can never take are
+// permanent. ErrOutcomeUnknown is the caller's to handle first.
+//
+// It stands in for mailer.IsTemporary, which has the same meaning, until
+// the library has it.
+func isTemporary(err error) bool {
+	var rerr *mailer.RecipientsError
+	if errors.As(err, &rerr) {
+		for _, r := range rerr.Rejected {
+			var serr *mailer.SMTPError
+			if !errors.As(r.Err, &serr) || !serr.Temporary() {
+				return false
+			}
+		}
+		return len(rerr.Rejected) > 0
+	}
+	var serr *mailer.SMTPError
+	if errors.As(err, &serr) {
+		return serr.Temporary()
+	}
+	for _, permanent := range []error{mailer.ErrInvalidAddress, mailer.ErrHeaderInjection,
+		mailer.ErrSMTPUTF8Unsupported, mailer.ErrMessageTooLarge} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	return !errors.Is(err, mailer.ErrOutcomeUnknown)
+}
+
+// rejections turns the library's refused recipients into stored ones.
+func rejections(rs []mailer.RejectedRecipient) []Rejection {
+	var out []Rejection
+	for _, r := range rs {
+		rej := Rejection{Address: r.Address}
+		var serr *mailer.SMTPError
+		if errors.As(r.Err, &serr) {
+			rej.Code = serr.Code
+			rej.EnhancedCode = serr.EnhancedCode.String()
+			rej.Message = serr.Message
+		} else if r.Err != nil {
+			rej.Message = r.Err.Error()
+		}
+		out = append(out, rej)
+	}
+	return out
+}
+
+// failedResult is the per-recipient result of a failed attempt, nil when
+// the failure was not about recipients.
+func failedResult(err error) *Result {
+	var rerr *mailer.RecipientsError
+	if !errors.As(err, &rerr) {
+		return nil
+	}
+	return &Result{Rejected: rejections(rerr.Rejected)}
+}
+
+// markingReader reads a message's body and, when it reaches the end and
+// before it returns io.EOF (after which the library sends the final dot),
+// commits with mark that the whole message is on its way. If mark fails,
+// the read fails and the library drops the connection without the dot.
+type markingReader struct {
+	r interface {
+		io.Reader
+		Len() int
+	}
+	messageID string
+	offset    int64
+	mark      func() error
+	marked    bool
+}
+
+func (m *markingReader) Read(p []byte) (int, error) {
+	if testHookRead != nil {
+		testHookRead(m.messageID, m.offset)
+	}
+	n, err := m.r.Read(p)
+	m.offset += int64(n)
+	if err == io.EOF && !m.marked {
+		if merr := m.mark(); merr != nil {
+			return n, merr
+		}
+		m.marked = true
+	}
+	return n, err
+}
+
+// Len is the size still to read, for the library's SIZE check.
+func (m *markingReader) Len() int { return m.r.Len() }
+
+// cleanupArgs is the periodic job that deletes delivered and dropped
+// messages older than Config.KeepSent.
+type cleanupArgs struct{}
+
+func (cleanupArgs) Kind() string { return "mailer_outbox_cleanup" }
+
+type cleanupWorker[TTx any] struct {
+	river.WorkerDefaults[cleanupArgs]
+	o *Outbox[TTx]
+}
+
+func (w *cleanupWorker[TTx]) Work(ctx context.Context, _ *river.Job[cleanupArgs]) error {
+	_, err := w.o.cleanup(ctx)
+	return err
+}
+
+// cleanup deletes the sent and dropped messages older than KeepSent and
+// returns how many.
+func (o *Outbox[TTx]) cleanup(ctx context.Context) (int64, error) {
+	before := time.Now().Add(-o.cfg.KeepSent).UnixMicro()
+	return o.b.pool.exec(ctx, `DELETE FROM mailer_outbox WHERE state IN (?, ?) AND updated_at < ?`,
+		string(StateSent), string(StateDropped), before)
+}
