@@ -125,3 +125,153 @@ func TestSQLiteDeliverAfterTemporaryFailures(t *testing.T) {
 		t.Errorf("result %+v, want one accepted recipient", got.Result)
 	}
 }
+
+func TestSQLiteEnqueueInCallersTransaction(t *testing.T) {
+	srv := mailertest.NewServer()
+	defer srv.Close()
+	ob, db := startSQLite(t, newConn(t, srv.Addr()), fastConfig())
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE orders (id INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(i int, commit bool) *Item {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id) VALUES (?)`, i); err != nil {
+			t.Fatal(err)
+		}
+		it, err := ob.EnqueueTx(ctx, tx, testMessage(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return it
+	}
+	rolledBack := enqueue(1, false)
+	committed := enqueue(2, true)
+	waitState(t, ob, committed.MessageID, StateSent, 10*time.Second)
+	if _, err := ob.Get(ctx, rolledBack.MessageID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rolled-back message: Get error %v, want ErrNotFound", err)
+	}
+	if n := len(srv.Messages()); n != 1 {
+		t.Errorf("server got %d messages, want 1", n)
+	}
+}
+
+func TestSQLiteDuplicateMessageID(t *testing.T) {
+	srv := mailertest.NewServer()
+	defer srv.Close()
+	ob, _ := startSQLite(t, newConn(t, srv.Addr()), fastConfig())
+	ctx := context.Background()
+	msg := testMessage(1)
+	msg.MessageID = "fixed.1@example.test"
+	first, err := ob.Enqueue(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ob.Enqueue(ctx, msg)
+	if !errors.Is(err, ErrDuplicate) || again == nil || again.ID != first.ID {
+		t.Fatalf("second Enqueue: %+v, %v; want the first message and ErrDuplicate", again, err)
+	}
+	waitState(t, ob, msg.MessageID, StateSent, 10*time.Second)
+	if _, err := ob.Enqueue(ctx, msg); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("Enqueue after delivery: %v, want ErrDuplicate", err)
+	}
+	raw := []byte("From: a@example.test\r\nTo: b@example.test\r\nMessage-ID: <raw.1@example.test>\r\nSubject: raw\r\n\r\nbody\r\n")
+	env := mailer.Envelope{From: "a@example.test", To: []string{"b@example.test"}}
+	if _, err := ob.EnqueueRaw(ctx, "", env, raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ob.EnqueueRaw(ctx, "", env, raw); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("second EnqueueRaw: %v, want ErrDuplicate", err)
+	}
+	waitState(t, ob, "raw.1@example.test", StateSent, 10*time.Second)
+	if n := len(srv.Messages()); n != 2 {
+		t.Errorf("server got %d messages, want 2", n)
+	}
+}
+
+func TestSQLitePermanentFailureAndPartialResults(t *testing.T) {
+	srv := mailertest.NewServer(mailertest.WithRecipientReply("bad@example.test", 550, "5.1.1", "no such user"))
+	defer srv.Close()
+	ctx := context.Background()
+	ob, _ := startSQLite(t, newConn(t, srv.Addr()), fastConfig())
+	msg := testMessage(1)
+	msg.To = append(msg.To, mailer.Recipient{Address: "bad@example.test"})
+	it, err := ob.Enqueue(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, ob, it.MessageID, StateFailed, 10*time.Second)
+	if got.Attempt != 1 || got.Result == nil || len(got.Result.Rejected) != 1 ||
+		got.Result.Rejected[0].Code != 550 || got.Result.Rejected[0].EnhancedCode != "5.1.1" {
+		t.Fatalf("failed message: %+v, result %+v; want one attempt and bad@ refused with 550 5.1.1", got, got.Result)
+	}
+
+	// With partial delivery the others get it, and the refusal is kept.
+	ob2, _ := startSQLite(t, newConn(t, srv.Addr(), mailer.WithPartialDelivery()), fastConfig())
+	it, err = ob2.Enqueue(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = waitState(t, ob2, it.MessageID, StateSent, 10*time.Second)
+	if len(got.Result.Accepted) != 1 || len(got.Result.Rejected) != 1 || got.Result.Rejected[0].Address != "bad@example.test" {
+		t.Fatalf("partial delivery result %+v, want one accepted and bad@ refused", got.Result)
+	}
+}
+
+func TestSQLiteOutcomeUnknownResendDrop(t *testing.T) {
+	// Connections 1 and 2 are lost after the final dot.
+	srv := mailertest.NewServer(
+		mailertest.WithFault(mailertest.Fault{Command: "DOT", Action: mailertest.Drop, Conn: 1}),
+		mailertest.WithFault(mailertest.Fault{Command: "DOT", Action: mailertest.Drop, Conn: 2}))
+	defer srv.Close()
+	ctx := context.Background()
+	cfg := fastConfig()
+	cfg.Workers = 1
+	ob, _ := startSQLite(t, newConn(t, srv.Addr()), cfg)
+	a, err := ob.Enqueue(ctx, testMessage(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, ob, a.MessageID, StateUnknown, 10*time.Second)
+	b, err := ob.Enqueue(ctx, testMessage(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, ob, b.MessageID, StateUnknown, 10*time.Second)
+	unknown, err := ob.List(ctx, StateUnknown, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unknown) != 2 || unknown[0].MessageID != a.MessageID || !strings.Contains(unknown[0].LastError, "confirmed") {
+		t.Fatalf("unknown list %+v, want a and b with the library's error", unknown)
+	}
+	if err := ob.Resend(ctx, a.MessageID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Drop(ctx, b.MessageID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Drop(ctx, b.MessageID); !errors.Is(err, ErrState) {
+		t.Errorf("second Drop: %v, want ErrState", err)
+	}
+	waitState(t, ob, a.MessageID, StateSent, 10*time.Second)
+	counts, err := ob.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[State]int64{StateQueued: 0, StateSending: 0, StateSent: 1, StateFailed: 0, StateUnknown: 0, StateDropped: 1}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Errorf("counts %v, want %v", counts, want)
+	}
+}
