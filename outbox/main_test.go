@@ -19,6 +19,8 @@ import (
 // binary itself, told what to be by OUTBOX_TEST_CHILD.
 func TestMain(m *testing.M) {
 	switch os.Getenv("OUTBOX_TEST_CHILD") {
+	case "crash":
+		os.Exit(crashChild())
 	case "worker":
 		os.Exit(workerChild())
 	}
