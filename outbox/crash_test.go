@@ -76,7 +76,7 @@ func (p *holdProxy) serve() {
 		release := p.release
 		p.mu.Unlock()
 		var mute sync.Mutex // held while the server's replies must not pass
-		go func() { // server to client
+		go func() {         // server to client
 			buf := make([]byte, 4096)
 			for {
 				n, err := s.Read(buf)

@@ -12,7 +12,6 @@ import (
 	"github.com/gomailer/mailer/mailertest"
 )
 
-
 func TestPostgresEnqueueInCallersTransaction(t *testing.T) {
 	srv := mailertest.NewServer(
 		mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply421, Conn: 1}))
