@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 const itemColumns = `id, message_id, state, env_from, env_to, job_id, attempt, last_error, result, created_at, updated_at, sent_at`
@@ -100,10 +102,18 @@ func (o *Outbox[TTx]) Counts(ctx context.Context) (map[State]int64, error) {
 }
 
 // Resend queues an unknown message for delivery again, accepting that it
-// may then arrive twice. It returns ErrNotFound, or ErrState if the
-// message is not unknown.
+// may then arrive twice. It returns ErrNotFound, ErrState if the message
+// is not unknown, or ctx's error if its River job has not ended by then
+// (River records a job's end a moment after the worker returns).
 func (o *Outbox[TTx]) Resend(ctx context.Context, messageID string) error {
-	err := o.inTx(ctx, func(q querier, tx TTx) error {
+	it, err := o.Get(ctx, messageID)
+	if err != nil {
+		return err
+	}
+	if err := o.jobEnded(ctx, it.JobID); err != nil {
+		return err
+	}
+	err = o.inTx(ctx, func(q querier, tx TTx) error {
 		it, err := o.settleUnknown(ctx, q, messageID, StateQueued)
 		if err != nil {
 			return err
@@ -117,6 +127,27 @@ func (o *Outbox[TTx]) Resend(ctx context.Context, messageID string) error {
 		o.event(ctx, "outbox: unknown message queued again by the operator", messageID)
 	}
 	return err
+}
+
+// jobEnded polls until the River job jobID is no longer running, for at
+// most ten seconds or until ctx ends.
+func (o *Outbox[TTx]) jobEnded(ctx context.Context, jobID int64) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		job, err := o.client.JobGet(ctx, jobID)
+		if err != nil {
+			return fmt.Errorf("outbox: River job %d: %w", jobID, err)
+		}
+		if job.State != rivertype.JobStateRunning {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("outbox: River job %d still running: %w", jobID, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Drop gives up on an unknown message: it becomes dropped and is deleted
