@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,13 +76,15 @@ func (p *holdProxy) serve() {
 		p.conns = append(p.conns, c, s)
 		release := p.release
 		p.mu.Unlock()
-		var mute sync.Mutex // held while the server's replies must not pass
+		var muted atomic.Bool // the server's replies must not pass
 		go func() {         // server to client
 			buf := make([]byte, 4096)
 			for {
 				n, err := s.Read(buf)
-				mute.Lock()
-				mute.Unlock()
+				if muted.Load() {
+					<-release
+					return
+				}
 				if n > 0 {
 					if _, werr := c.Write(buf[:n]); werr != nil {
 						return
@@ -109,9 +112,7 @@ func (p *holdProxy) serve() {
 				case inData && string(line) == ".\r\n":
 					inData = false
 					hold = p.hit("dot")
-					if hold {
-						mute.Lock() // the reply is withheld until the end
-					}
+					muted.Store(hold)
 				case inData:
 				case strings.HasPrefix(upper, "MAIL FROM"):
 					hold = p.hit("mail")

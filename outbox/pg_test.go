@@ -141,6 +141,6 @@ func TestPostgresScale(t *testing.T) {
 			t.Errorf("%s delivered %d of %d: work not spread (%v)", name, perWorker[name], n, perWorker)
 		}
 	}
-	t.Logf("scale: %d messages by 3 processes in %v (%.0f/s); per worker %v", n, elapsed.Round(time.Millisecond),
+	fmt.Printf("scale: %d messages by 3 processes in %v (%.0f/s); per worker %v\n", n, elapsed.Round(time.Millisecond),
 		float64(n)/elapsed.Seconds(), perWorker)
 }
