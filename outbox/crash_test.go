@@ -77,7 +77,7 @@ func (p *holdProxy) serve() {
 		release := p.release
 		p.mu.Unlock()
 		var muted atomic.Bool // the server's replies must not pass
-		go func() {         // server to client
+		go func() {           // server to client
 			buf := make([]byte, 4096)
 			for {
 				n, err := s.Read(buf)

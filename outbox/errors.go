@@ -115,14 +115,14 @@ type cleanupWorker[TTx any] struct {
 }
 
 func (w *cleanupWorker[TTx]) Work(ctx context.Context, _ *river.Job[cleanupArgs]) error {
-	_, err := w.o.cleanup(ctx)
+	_, err := w.o.cleanup(ctx, w.o.cfg.KeepSent)
 	return err
 }
 
-// cleanup deletes the sent and dropped messages older than KeepSent and
+// cleanup deletes the sent and dropped messages older than keep and
 // returns how many.
-func (o *Outbox[TTx]) cleanup(ctx context.Context) (int64, error) {
-	before := time.Now().Add(-o.cfg.KeepSent).UnixMicro()
+func (o *Outbox[TTx]) cleanup(ctx context.Context, keep time.Duration) (int64, error) {
+	before := time.Now().Add(-keep).UnixMicro()
 	return o.b.pool.exec(ctx, `DELETE FROM mailer_outbox WHERE state IN (?, ?) AND updated_at < ?`,
 		string(StateSent), string(StateDropped), before)
 }

@@ -275,3 +275,68 @@ func TestSQLiteOutcomeUnknownResendDrop(t *testing.T) {
 		t.Errorf("counts %v, want %v", counts, want)
 	}
 }
+
+func TestSQLiteAtLeastOnce(t *testing.T) {
+	srv := mailertest.NewServer(mailertest.WithFault(mailertest.Fault{Command: "DOT", Action: mailertest.Drop, Conn: 1}))
+	defer srv.Close()
+	cfg := fastConfig()
+	cfg.AtLeastOnce = true
+	ob, _ := startSQLite(t, newConn(t, srv.Addr()), cfg)
+	it, err := ob.Enqueue(context.Background(), testMessage(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, ob, it.MessageID, StateSent, 10*time.Second)
+	if got.Attempt != 2 {
+		t.Errorf("sent at attempt %d, want 2 (the first lost after the final dot, then resent)", got.Attempt)
+	}
+}
+
+func TestSQLiteDeleteWhenSent(t *testing.T) {
+	srv := mailertest.NewServer()
+	defer srv.Close()
+	cfg := fastConfig()
+	cfg.KeepSent = -1
+	ob, _ := startSQLite(t, newConn(t, srv.Addr()), cfg)
+	ctx := context.Background()
+	it, err := ob.Enqueue(ctx, testMessage(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := srv.WaitMessages(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := ob.Get(ctx, it.MessageID)
+		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("message still in the outbox after delivery: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Kept messages go once KeepSent has passed.
+	if _, err := ob.Enqueue(ctx, testMessage(2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.WaitMessages(wctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := ob.cleanup(ctx, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatal("the sent message was never cleaned up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

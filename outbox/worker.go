@@ -185,11 +185,15 @@ func (o *Outbox[TTx]) record(ctx context.Context, r row, state State, cause erro
 	if state == StateSent {
 		sent = now
 	}
-	// A late verdict may still settle an attempt that a rescue marked
-	// unknown meanwhile.
+	// A late success may still settle an attempt that a rescue marked
+	// unknown meanwhile; nothing else moves an unknown message.
+	settles := r.state
+	if state == StateSent {
+		settles = StateUnknown
+	}
 	n, err := o.b.pool.exec(ctx, `UPDATE mailer_outbox SET state = ?, last_error = ?, result = ?, updated_at = ?, sent_at = ?
 WHERE id = ? AND attempt = ? AND state IN (?, ?)`,
-		string(state), msg, res, now, sent, r.id, r.attempt, string(r.state), string(StateUnknown))
+		string(state), msg, res, now, sent, r.id, r.attempt, string(r.state), string(settles))
 	if err != nil {
 		return fmt.Errorf("outbox: recording %s: %w", state, err)
 	}
