@@ -320,14 +320,15 @@ func TestSQLiteDeleteWhenSent(t *testing.T) {
 	}
 
 	// Kept messages go once KeepSent has passed.
-	if _, err := ob.Enqueue(ctx, testMessage(2)); err != nil {
+	kept, _ := startSQLite(t, newConn(t, srv.Addr()), fastConfig())
+	if _, err := kept.Enqueue(ctx, testMessage(2)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := srv.WaitMessages(wctx, 2); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		n, err := ob.cleanup(ctx, time.Millisecond)
+		n, err := kept.cleanup(ctx, time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
