@@ -6,6 +6,7 @@ replace github.com/gomailer/mailer => ../
 
 require (
 	github.com/gomailer/mailer v0.0.0
+	github.com/gomailer/mailer/bench v0.0.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/riverqueue/river v0.51.2
 	github.com/riverqueue/river/riverdriver v0.51.2
@@ -40,3 +41,5 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+replace github.com/gomailer/mailer/bench => ../bench

@@ -17,9 +17,11 @@ const Queue = "mailer_outbox"
 
 // Config configures an Outbox. The zero value is usable.
 type Config struct {
-	// Workers is how many messages one process delivers at once (River's
-	// MaxWorkers for Queue); 0 means 4. The Connection's own pool
-	// (mailer.WithMaxConnections) bounds the SMTP sessions they share.
+	// Workers is how many messages one process works on at once (River's
+	// MaxWorkers for Queue); 0 means 32. The Connection's own pool
+	// (mailer.WithMaxConnections) bounds the SMTP sessions they share;
+	// several workers a session keep the sessions busy while River records
+	// the jobs that finished.
 	Workers int
 	// InsertOnly makes an Outbox that enqueues and queries but delivers
 	// nothing: no worker runs in this process, and the Connection may be
@@ -54,6 +56,12 @@ type Config struct {
 	// processes when the database cannot notify it (SQLite); 0 means
 	// River's default of one second.
 	PollInterval time.Duration
+	// FetchCooldown is the least time between two fetches of jobs by one
+	// process, so also the longest a worker that finished a message may
+	// wait for the next; 0 means 5 ms (River's own default, 100 ms, caps a
+	// process at Workers messages per 100 ms). It does not exceed
+	// PollInterval.
+	FetchCooldown time.Duration
 	// ID names this process's River client; it must be unique among the
 	// processes sharing the database. "" lets River choose one.
 	ID string
@@ -68,7 +76,7 @@ func (c *Config) withDefaults() Config {
 		out = *c
 	}
 	if out.Workers <= 0 {
-		out.Workers = 4
+		out.Workers = 32
 	}
 	if out.MaxAttempts <= 0 {
 		out.MaxAttempts = 20
@@ -81,6 +89,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.KeepSent == 0 {
 		out.KeepSent = 24 * time.Hour
+	}
+	if out.FetchCooldown <= 0 {
+		out.FetchCooldown = 5 * time.Millisecond
+	}
+	if out.PollInterval > 0 {
+		out.FetchCooldown = min(out.FetchCooldown, out.PollInterval)
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
@@ -135,7 +149,7 @@ func newOutbox[TTx any](b backend[TTx], conn *mailer.Connection, cfg *Config) (*
 		JobTimeout:           c.SendTimeout,
 		RescueStuckJobsAfter: c.RescueAfter,
 		FetchPollInterval:    c.PollInterval,
-		FetchCooldown:        min(c.PollInterval, river.FetchCooldownDefault),
+		FetchCooldown:        c.FetchCooldown,
 		Workers:              workers,
 		Logger:               slog.New(discardBelowWarn{c.Logger.Handler()}),
 	}
