@@ -26,6 +26,7 @@ type Attachment struct {
 	ContentID string
 
 	open func() (io.ReadCloser, error)
+	once bool // open works once: the body comes from the caller's reader
 }
 
 // AttachFile attaches the file at path, read when the message is sent. A
@@ -63,12 +64,14 @@ func (m *Message) AttachFS(fsys fs.FS, name string) (*Attachment, error) {
 // once, when the message is sent, so such a message can be sent only once.
 func (m *Message) AttachReader(filename string, r io.Reader) *Attachment {
 	var used atomic.Bool
-	return m.attach(filename, func() (io.ReadCloser, error) {
+	a := m.attach(filename, func() (io.ReadCloser, error) {
 		if used.Swap(true) {
 			return nil, fmt.Errorf("mailer: attachment %q: its reader was already read", filename)
 		}
 		return io.NopCloser(r), nil
 	})
+	a.once = true
+	return a
 }
 
 // AttachBytes attaches data under filename.

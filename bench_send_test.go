@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gomailer/mailer/mailertest"
 )
@@ -38,4 +39,35 @@ func BenchmarkSend(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRateLimitCost measures Send with a rate limit that never has to
+// wait against Send without one, on the same server: the cost of the
+// limiter itself (docs/benchmarks.md reports the ratio).
+func BenchmarkRateLimitCost(b *testing.B) {
+	srv := mailertest.NewServer()
+	defer srv.Close()
+	msg := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}},
+		Subject: "bench", Text: strings.Repeat("A line of text in the benchmark message body.\n", 40)}
+	ctx := testCtx(b)
+	for _, limited := range []bool{false, true} {
+		opts := []Option{WithSecurity(SecurityNone)}
+		name := "off"
+		if limited {
+			opts, name = append(opts, WithRateLimit(1<<30, time.Second, 1<<30)), "on"
+		}
+		c, err := NewConnection(srv.Addr(), opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Send(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		c.Close()
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"strings"
 	"sync"
-	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -28,27 +27,36 @@ type Connection struct {
 	stopCtx context.Context
 	stop    context.CancelFunc
 
-	mu     sync.Mutex
-	idle   []*session
-	closed bool
-	nextID int
-	ext    map[string]string // from the most recent handshake
-	tls    *tls.ConnectionState
+	limiter *limiter // nil without WithRateLimit
+	stats   counters
+
+	mu       sync.Mutex
+	idle     []*session
+	closed   bool
+	draining bool           // Shutdown has started
+	active   sync.WaitGroup // sends in progress, for Shutdown
+	bg       sync.WaitGroup // sessions being retired, for Close
+	nextID   int
+	ext      map[string]string // from the most recent handshake
+	tls      *tls.ConnectionState
 }
 
 // SendResult reports what happened to one message.
 type SendResult struct {
 	// MessageID is the Message-ID header value, without angle brackets
-	// (Send only).
+	// (Send and SendAll only).
 	MessageID string
 	// Accepted lists the envelope recipients the server accepted.
 	Accepted []string
 	// Rejected lists the recipients the server refused; it is empty
-	// unless WithPartialDelivery is set.
+	// unless the message was sent with partial delivery.
 	Rejected []RejectedRecipient
 	// Response is the server's reply text after the message, which often
-	// carries its queue ID.
+	// carries its queue ID; after retries, the last one's.
 	Response string
+	// Attempts is how many transactions the message took: 1 unless it
+	// was retried (WithRetry).
+	Attempts int
 }
 
 // NewConnection returns a Connection to server, given as "host" or
@@ -68,6 +76,7 @@ func NewConnection(server string, opts ...Option) (*Connection, error) {
 		done:    make(chan struct{}),
 		stopCtx: stopCtx,
 		stop:    stop,
+		limiter: newLimiter(cfg.rate),
 	}, nil
 }
 
@@ -75,6 +84,11 @@ func NewConnection(server string, opts ...Option) (*Connection, error) {
 // keeps it for the next Send, so that a wrong address, certificate or
 // password shows up at start-up. It returns the same errors Send would.
 func (c *Connection) Connect(ctx context.Context) error {
+	done, err := c.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	return c.run(ctx, func(context.Context, *session) error { return nil })
 }
 
@@ -90,58 +104,154 @@ func (c *Connection) Send(ctx context.Context, msg *Message) (*SendResult, error
 	if err := msg.Validate(); err != nil {
 		return nil, err
 	}
-	var res *SendResult
-	err := c.run(ctx, func(ctx context.Context, s *session) error {
-		p, err := msg.prepare(s.has("SMTPUTF8"))
+	return c.deliver(ctx, c.messageSend(msg, newStamp(msg)), nil)
+}
+
+// messageSend returns the transactions that send msg, fixed by st, signed
+// with DKIM when configured.
+func (c *Connection) messageSend(msg *Message, st stamp) buildFunc {
+	sigs := msg.DKIM
+	if sigs == nil {
+		sigs = c.cfg.dkim
+	}
+	return func(s *session) (*transaction, error) {
+		p, err := msg.prepare(s.has("SMTPUTF8"), st)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		tx := &transaction{env: p.envelope, utf8: p.utf8, body: func(w io.Writer) error {
+		tx := &transaction{env: p.envelope, utf8: p.utf8, id: p.messageID, body: func(w io.Writer) error {
 			_, err := p.writeTo(w)
 			return err
 		}}
-		res, err = s.send(ctx, tx, c.cfg.partialDelivery)
-		if res != nil {
-			res.MessageID = p.messageID
+		if len(sigs) == 0 {
+			return tx, nil
 		}
-		return err
-	})
-	if err != nil {
-		return nil, err
+		render := tx.body
+		if msg.readOnce() {
+			// A body read once is kept for the second reading.
+			sp := &spool{}
+			if err := render(sp); err != nil {
+				sp.Close()
+				return nil, err
+			}
+			tx.cleanup = func() { sp.Close() }
+			render = func(w io.Writer) error {
+				r, err := sp.reader()
+				if err == nil {
+					_, err = io.Copy(w, r)
+				}
+				return err
+			}
+		}
+		sig, err := dkimSignatures(sigs, render)
+		if err != nil {
+			tx.done()
+			return nil, err
+		}
+		tx.body = func(w io.Writer) error {
+			if _, err := io.WriteString(w, sig); err != nil {
+				return err
+			}
+			return render(w)
+		}
+		return tx, nil
 	}
-	return res, nil
 }
 
 // SendRaw sends the message read from r, which must be a complete RFC 5322
 // message (header, blank line, body), to the envelope's recipients. Line
-// endings are normalised to CRLF. If r fails, the connection is dropped so
+// endings are normalised to CRLF. With WithDKIM the message is signed:
+// read twice when r is an io.Seeker, else kept for the second reading (in
+// memory up to 1 MiB, then in a temporary file). If r fails, the connection is dropped so
 // that no truncated message is delivered. When r has a Len method (as
 // bytes.Reader and strings.Reader do) the size is checked against the
-// server's SIZE before sending.
+// server's SIZE before sending. With WithRetry, a message already read is
+// sent again only if r is an io.Seeker.
 func (c *Connection) SendRaw(ctx context.Context, env Envelope, r io.Reader) (*SendResult, error) {
 	if err := checkEnvelope(env); err != nil {
 		return nil, err
 	}
-	tx := &transaction{env: env, utf8: !isASCII(env.From), body: func(w io.Writer) error {
-		_, err := io.Copy(w, r)
-		return err
-	}}
+	utf8 := !isASCII(env.From)
 	for _, to := range env.To {
-		tx.utf8 = tx.utf8 || !isASCII(to)
+		utf8 = utf8 || !isASCII(to)
 	}
+	var size int64
 	if l, ok := r.(interface{ Len() int }); ok {
-		tx.size = int64(l.Len())
+		size = int64(l.Len())
 	}
-	var res *SendResult
-	err := c.run(ctx, func(ctx context.Context, s *session) error {
+	src := &rewinder{r: r}
+	if sk, ok := r.(io.Seeker); ok {
+		if pos, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			src.seeker, src.start = sk, pos
+		}
+	}
+	var sig string
+	if len(c.cfg.dkim) > 0 {
+		if src.seeker == nil {
+			// Read once: kept for the second reading.
+			sp := &spool{}
+			defer sp.Close()
+			if _, err := io.Copy(sp, r); err != nil {
+				return nil, &readerError{err}
+			}
+			rs, err := sp.reader()
+			if err != nil {
+				return nil, err
+			}
+			src = &rewinder{r: rs, seeker: rs}
+		}
 		var err error
-		res, err = s.send(ctx, tx, c.cfg.partialDelivery)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		if sig, err = dkimSignatures(c.cfg.dkim, func(w io.Writer) error {
+			_, err := io.Copy(w, src)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if !src.rewind() {
+			return nil, errors.New("mailer: the message could not be read again after DKIM signing")
+		}
+		if size > 0 {
+			size += int64(len(sig))
+		}
 	}
-	return res, nil
+	build := func(*session) (*transaction, error) {
+		return &transaction{env: env, utf8: utf8, size: size, body: func(w io.Writer) error {
+			if _, err := io.WriteString(w, sig); err != nil {
+				return err
+			}
+			_, err := io.Copy(w, src)
+			return err
+		}}, nil
+	}
+	return c.deliver(ctx, build, src.rewind)
+}
+
+// rewinder reads the caller's reader for SendRaw and tells whether it can
+// be read again from the start for a retry.
+type rewinder struct {
+	r      io.Reader
+	seeker io.Seeker
+	start  int64
+	read   bool
+}
+
+func (r *rewinder) Read(p []byte) (int, error) {
+	r.read = true
+	return r.r.Read(p)
+}
+
+// rewind makes the reader ready for another attempt; false means it
+// cannot be.
+func (r *rewinder) rewind() bool {
+	if !r.read {
+		return true
+	}
+	if r.seeker == nil {
+		return false
+	}
+	_, err := r.seeker.Seek(r.start, io.SeekStart)
+	r.read = err != nil
+	return err == nil
 }
 
 // checkEnvelope rejects envelope addresses that cannot be sent as given,
@@ -161,7 +271,7 @@ func checkEnvelope(env Envelope) error {
 			return err
 		}
 	}
-	return nil
+	return checkDelivery(env)
 }
 
 func isASCII(s string) bool {
@@ -176,6 +286,11 @@ func isASCII(s string) bool {
 // Noop sends NOOP on a session, opening one if needed, to check that the
 // server answers. A failure is returned as Send would return it.
 func (c *Connection) Noop(ctx context.Context) error {
+	done, err := c.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	return c.run(ctx, func(ctx context.Context, s *session) error { return s.noop(ctx) })
 }
 
@@ -188,6 +303,11 @@ func (c *Connection) Verify(ctx context.Context, addr string) error {
 	if err := checkVerify(addr); err != nil {
 		return err
 	}
+	done, err := c.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	return c.run(ctx, func(ctx context.Context, s *session) error { return s.verify(ctx, addr) })
 }
 
@@ -260,34 +380,6 @@ func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
 	return *c.tls, true
 }
 
-// closeQuitTimeout bounds the wait for the QUIT replies when closing.
-const closeQuitTimeout = 2 * time.Second
-
-// Close interrupts every operation in flight (a send interrupted after the
-// final dot fails with ErrOutcomeUnknown), sends QUIT on every idle session
-// at once, waiting at most two seconds for the replies, and closes the
-// connections. Further calls fail with ErrClosed. Close is idempotent and
-// always returns nil.
-func (c *Connection) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	close(c.done)
-	c.stop()
-	idle := c.idle
-	c.idle = nil
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, s := range idle {
-		wg.Go(func() { s.quit(closeQuitTimeout) })
-	}
-	wg.Wait()
-	return nil
-}
-
 // run calls fn with a session and a context that also ends when the
 // Connection is closed. A pooled session that turns out to be dead at the
 // start of a transaction (staleError: nothing was sent) is replaced by a
@@ -320,73 +412,4 @@ func (c *Connection) closedErr(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrClosed, err)
-}
-
-// acquire takes a session slot and returns an idle session, checked with
-// NOOP if it idled long, or a new one.
-func (c *Connection) acquire(ctx context.Context) (*session, error) {
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("mailer: waiting for a session: %w", ctx.Err())
-	case <-c.done:
-		return nil, ErrClosed
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		<-c.slots
-		return nil, ErrClosed
-	}
-	var s *session
-	if n := len(c.idle); n > 0 {
-		s, c.idle = c.idle[n-1], c.idle[:n-1]
-	}
-	c.nextID++
-	id := c.nextID
-	c.mu.Unlock()
-	if s != nil && time.Since(s.lastUsed) > c.cfg.healthCheckAfter {
-		if err := s.noop(ctx); err != nil {
-			s.close()
-			if ctx.Err() != nil {
-				<-c.slots
-				return nil, err
-			}
-			s = nil
-		}
-	}
-	if s == nil {
-		var err error
-		if s, err = dial(ctx, c.cfg, c.sink, id); err != nil {
-			<-c.slots
-			return nil, err
-		}
-		st, ok := s.t.tlsState()
-		c.mu.Lock()
-		c.ext = s.ext
-		c.tls = nil
-		if ok {
-			c.tls = &st
-		}
-		c.mu.Unlock()
-	}
-	return s, nil
-}
-
-// release returns s to the pool, or closes it if it is dead or the
-// Connection was closed.
-func (c *Connection) release(s *session) {
-	defer func() { <-c.slots }()
-	if s.dead {
-		s.close()
-		return
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		s.close()
-		return
-	}
-	c.idle = append(c.idle, s)
-	c.mu.Unlock()
 }

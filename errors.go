@@ -41,6 +41,11 @@ var (
 	ErrOutcomeUnknown = errors.New("mailer: connection lost before the server confirmed the message")
 	// ErrClosed means the Connection was closed.
 	ErrClosed = errors.New("mailer: connection closed")
+	// ErrExtensionUnsupported means the message asks for an SMTP
+	// extension the server does not announce (DSN, REQUIRETLS), or that
+	// cannot be used on this connection (REQUIRETLS without verified TLS).
+	// Nothing was sent.
+	ErrExtensionUnsupported = errors.New("mailer: the server does not support what the message asks for")
 	// ErrReplyTooLarge means a server or proxy sent a reply longer than the
 	// client reads (see docs/connection.md for the limits); the connection
 	// was dropped.
@@ -98,6 +103,18 @@ type SMTPError struct {
 	// Command is the command that drew the reply, without its arguments
 	// ("MAIL", "RCPT", "DATA", "AUTH PLAIN", "greeting" for the banner).
 	Command string
+
+	final bool // the reply to the end of the message (dot or BDAT LAST)
+}
+
+// finalReply marks err, if it is a server's reply, as the reply to the
+// end of the message, which is never retried automatically.
+func finalReply(err error) error {
+	var se *SMTPError
+	if errors.As(err, &se) {
+		se.final = true
+	}
+	return err
 }
 
 // Error returns the reply in the form "mailer: MAIL: 550 5.1.1 text",

@@ -95,3 +95,40 @@ func ExampleWithEncryption() {
 	// <nil>
 	// mailer: cipher suite RC4-SHA is insecure; use WithUnsafeEncryption to allow it
 }
+
+func ExampleWithRetry() {
+	// A server that answers the first MAIL with 451, as a busy provider
+	// would.
+	srv := mailertest.NewServer(mailertest.WithFault(mailertest.Fault{
+		Command: "MAIL", Nth: 1, Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0", Text: "Try again later",
+	}))
+	defer srv.Close()
+
+	c, err := mailer.NewConnection(srv.Addr(),
+		mailer.WithSecurity(mailer.SecurityNone),
+		mailer.WithRetry(mailer.RetryPolicy{Attempts: 3, Delay: 10 * time.Millisecond}),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Shutdown lets sends in flight finish, then says QUIT.
+	defer c.Shutdown(ctx)
+
+	res, err := c.Send(ctx, &mailer.Message{
+		From:    mailer.Recipient{Address: "app@example.com"},
+		To:      []mailer.Recipient{{Address: "user@example.com"}},
+		Subject: "Your receipt",
+		Text:    "Thank you.",
+	})
+	if err != nil {
+		// mailer.IsTemporary(err) says whether to try again later.
+		log.Fatal(err)
+	}
+	fmt.Println("accepted:", res.Accepted, "attempts:", res.Attempts)
+	fmt.Println("retries:", c.Stats().Retries)
+	// Output:
+	// accepted: [user@example.com] attempts: 2
+	// retries: 1
+}

@@ -1,6 +1,7 @@
 package mailer
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -17,6 +18,19 @@ import (
 type Envelope struct {
 	From string
 	To   []string
+
+	// DSN asks for delivery status notifications (RFC 3461); nil asks
+	// for none.
+	DSN *DSN
+	// RequireTLS asks, with REQUIRETLS (RFC 8689), that the message
+	// travel over verified TLS on every hop or bounce. The server must
+	// announce REQUIRETLS and the session must be TLS with a verified
+	// certificate, or the send fails with ErrExtensionUnsupported before
+	// anything is sent.
+	RequireTLS bool
+	// Delivery chooses between all-or-nothing and partial delivery for
+	// this message; DeliveryDefault follows WithPartialDelivery.
+	Delivery DeliveryPolicy
 }
 
 // Priority is a message's importance, rendered as X-Priority and
@@ -70,9 +84,21 @@ type Message struct {
 	// field instead.
 	Headers []Header
 
+	// DSN, RequireTLS and Delivery are the delivery options of the
+	// envelope derived from From, To, Cc and Bcc; see Envelope. With
+	// Message.Envelope set, its own apply and setting these too is an
+	// error.
+	DSN        *DSN
+	RequireTLS bool
+	Delivery   DeliveryPolicy
+
 	// Envelope, if set, replaces the envelope derived from From, To, Cc
 	// and Bcc.
 	Envelope *Envelope
+
+	// DKIM, if set, signs this message with these signatures instead of
+	// the Connection's (WithDKIM).
+	DKIM []DKIM
 
 	attachments []*Attachment
 }
@@ -110,7 +136,18 @@ func (m *Message) Validate() error {
 		return fmt.Errorf("%w: no recipients", ErrInvalidAddress)
 	}
 	if m.Envelope != nil {
+		if m.DSN != nil || m.RequireTLS || m.Delivery != DeliveryDefault {
+			return fmt.Errorf("mailer: delivery options set on both Message and Message.Envelope; set them on the Envelope")
+		}
 		if err := checkEnvelope(*m.Envelope); err != nil {
+			return err
+		}
+	} else if m.DSN != nil {
+		var to []string
+		for _, r := range append(append(append([]Recipient(nil), m.To...), m.Cc...), m.Bcc...) {
+			to = append(to, r.Address)
+		}
+		if err := m.DSN.check(to); err != nil {
 			return err
 		}
 	}
@@ -137,7 +174,18 @@ func (m *Message) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return checkDKIM(m.DKIM)
+}
+
+// readOnce reports whether an attachment's body comes from a reader that
+// can be read only once.
+func (m *Message) readOnce() bool {
+	for _, a := range m.attachments {
+		if a.once {
+			return true
+		}
+	}
+	return false
 }
 
 // checkText checks a header value: CR, LF or NUL is ErrHeaderInjection,
@@ -198,8 +246,11 @@ type prepared struct {
 // IDN domains become punycode in envelope and header, and a non-ASCII
 // local part is an error wrapping ErrSMTPUTF8Unsupported.
 // The caller has validated m.
-func (m *Message) prepare(smtputf8 bool) (*prepared, error) {
-	p := &prepared{msg: m, messageID: m.MessageID, date: m.Date, smtputf8: smtputf8}
+func (m *Message) prepare(smtputf8 bool, fixed stamp) (*prepared, error) {
+	p := &prepared{msg: m, messageID: cmp.Or(m.MessageID, fixed.id), date: m.Date, smtputf8: smtputf8}
+	if p.date.IsZero() {
+		p.date = fixed.date
+	}
 	if p.date.IsZero() {
 		p.date = time.Now()
 	}
@@ -209,9 +260,10 @@ func (m *Message) prepare(smtputf8 bool) (*prepared, error) {
 	b := make([]byte, 12)
 	rand.Read(b)
 	p.boundary = hex.EncodeToString(b)
-	env := Envelope{From: m.From.Address}
+	env := Envelope{From: m.From.Address, DSN: m.DSN, RequireTLS: m.RequireTLS, Delivery: m.Delivery}
 	if m.Envelope != nil {
-		env = Envelope{From: m.Envelope.From, To: append([]string(nil), m.Envelope.To...)}
+		env = *m.Envelope
+		env.To = append([]string(nil), m.Envelope.To...)
 	} else {
 		seen := map[string]bool{}
 		for _, r := range append(append(append([]Recipient(nil), m.To...), m.Cc...), m.Bcc...) {
@@ -230,6 +282,9 @@ func (m *Message) prepare(smtputf8 bool) (*prepared, error) {
 			}
 			if a, err = asciiAddress(a); err != nil {
 				return nil, err
+			}
+			if i > 0 {
+				env.DSN = env.DSN.renamed(env.To[i-1], a)
 			}
 		}
 		if i == 0 {
@@ -268,9 +323,28 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
 	}
-	p, err := m.prepare(true)
+	p, err := m.prepare(true, stamp{})
 	if err != nil {
 		return 0, err
 	}
 	return p.writeTo(w)
+}
+
+// stamp fixes the generated Message-ID and Date of a message across the
+// attempts of one send; the zero stamp generates them.
+type stamp struct {
+	id   string
+	date time.Time
+}
+
+// newStamp returns a stamp for sending m.
+func newStamp(m *Message) stamp {
+	st := stamp{id: m.MessageID, date: m.Date}
+	if st.id == "" {
+		st.id = newMessageID(m.From.Address)
+	}
+	if st.date.IsZero() {
+		st.date = time.Now()
+	}
+	return st
 }

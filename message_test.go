@@ -150,7 +150,7 @@ func keys(m map[string][]byte) []string {
 }
 
 func TestPreparedIsStable(t *testing.T) {
-	p, err := fullMessage(t).prepare(false)
+	p, err := fullMessage(t).prepare(false, stamp{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestEnvelopeAndIDN(t *testing.T) {
 		Bcc:  []Recipient{{Address: "hidden@example.com"}},
 		Text: "x",
 	}
-	p, err := m.prepare(false)
+	p, err := m.prepare(false, stamp{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,15 +362,15 @@ func TestEnvelopeAndIDN(t *testing.T) {
 	if !strings.Contains(b.String(), "From: me@xn--bcher-kva.example\r\n") {
 		t.Errorf("header not in punycode:\n%s", b.String())
 	}
-	if p, _ := m.prepare(true); !p.utf8 || p.envelope.From != "me@bücher.example" {
+	if p, _ := m.prepare(true, stamp{}); !p.utf8 || p.envelope.From != "me@bücher.example" {
 		t.Errorf("with SMTPUTF8: %+v", p.envelope)
 	}
 	m.To = append(m.To, Recipient{Address: "jürgen@example.com"})
-	if _, err := m.prepare(false); !errors.Is(err, ErrSMTPUTF8Unsupported) {
+	if _, err := m.prepare(false, stamp{}); !errors.Is(err, ErrSMTPUTF8Unsupported) {
 		t.Errorf("non-ASCII local part without SMTPUTF8: %v", err)
 	}
 	m.Envelope = &Envelope{From: "bounce@example.com", To: []string{"only@example.com"}}
-	if p, _ := m.prepare(true); p.envelope.From != "bounce@example.com" || len(p.envelope.To) != 1 {
+	if p, _ := m.prepare(true, stamp{}); p.envelope.From != "bounce@example.com" || len(p.envelope.To) != 1 {
 		t.Errorf("override: %+v", p.envelope)
 	}
 }

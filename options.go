@@ -26,9 +26,6 @@ const (
 	defaultTimeout         = time.Minute
 	// RFC 5321 4.5.3.2.6: 10 minutes for the reply after the final dot.
 	defaultDataTimeout = 10 * time.Minute
-	// A pooled session that idled longer than this is probed with NOOP
-	// before its next transaction.
-	defaultHealthCheckAfter = 30 * time.Second
 )
 
 // An Option configures a Connection. Options are applied in order by
@@ -70,6 +67,13 @@ type config struct {
 	maxConns        int
 	partialDelivery bool
 	pipelineDepth   int
+
+	idleTimeout time.Duration
+	maxMessages int
+	maxLifetime time.Duration
+	rate        *rateConfig
+	retry       RetryPolicy
+	dkim        []DKIM
 }
 
 func newConfig(server string, opts []Option) (*config, error) {
@@ -79,6 +83,8 @@ func newConfig(server string, opts []Option) (*config, error) {
 		timeout:          defaultTimeout,
 		dataTimeout:      defaultDataTimeout,
 		healthCheckAfter: defaultHealthCheckAfter,
+		idleTimeout:      defaultIdleTimeout,
+		retry:            RetryPolicy{Attempts: 1},
 		minDataRate:      defaultMinDataRate,
 		localName:        "localhost",
 		maxConns:         1,
@@ -111,6 +117,17 @@ func newConfig(server string, opts []Option) (*config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// partial resolves a message's delivery policy against the Connection's.
+func (c *config) partial(p DeliveryPolicy) bool {
+	switch p {
+	case DeliveryPartial:
+		return true
+	case DeliveryAllOrNothing:
+		return false
+	}
+	return c.partialDelivery
 }
 
 // splitServer accepts "host" or "host:port" (with brackets for IPv6).

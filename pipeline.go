@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -55,36 +54,27 @@ func (s *session) mailLine(tx *transaction) string {
 	b.WriteString("MAIL FROM:<")
 	b.WriteString(tx.env.From)
 	b.WriteString(">")
-	if s.has("8BITMIME") {
-		b.WriteString(" BODY=8BITMIME")
-	}
-	if s.has("SIZE") && tx.size != 0 {
-		b.WriteString(" SIZE=")
-		b.WriteString(strconv.FormatInt(tx.size, 10))
-	}
-	if tx.utf8 {
-		b.WriteString(" SMTPUTF8")
-	}
+	s.mailParams(&b, tx)
 	return b.String()
 }
 
 // sendPipelined runs tx as one pipelined transaction; see send.
-func (s *session) sendPipelined(ctx context.Context, tx *transaction, partial, reused bool) (*SendResult, error) {
+func (s *session) sendPipelined(ctx context.Context, tx *transaction, reused bool) (*SendResult, error) {
 	if reused && time.Since(s.lastUsed) > probeAfter {
 		if err := s.probe(ctx); err != nil {
 			return nil, &staleError{err}
 		}
 	}
 	s.writer()
-	p := &pipe{s: s, ctx: ctx, tx: tx, partial: partial, res: &SendResult{}}
+	p := &pipe{s: s, ctx: ctx, tx: tx, partial: tx.partial, res: &SendResult{}}
 	s.t.resetWriteErr()
 	p.command(s.mailLine(tx))
-	for _, to := range tx.env.To {
-		p.command("RCPT TO:<" + to + ">")
+	for i := range tx.env.To {
+		p.command(s.rcptLine(tx, i))
 	}
 	// All-or-nothing for several recipients must see every RCPT reply
 	// before the message goes: DATA or BDAT could not be taken back.
-	wait := !partial && len(tx.env.To) > 1
+	wait := !tx.partial && len(tx.env.To) > 1
 	var err error
 	if s.has("CHUNKING") {
 		err = p.chunked(wait)
@@ -95,8 +85,6 @@ func (s *session) sendPipelined(ctx context.Context, tx *transaction, partial, r
 		return nil, p.failed(err, reused)
 	}
 	s.lastUsed = time.Now()
-	s.sink.event(s.id, "smtp message sent", slog.Int("recipients", len(p.res.Accepted)),
-		slog.Int("refused", len(p.res.Rejected)), slog.String("response", p.res.Response))
 	return p.res, nil
 }
 
@@ -246,7 +234,7 @@ func (p *pipe) data(wait bool) error {
 	s.t.startData(true)
 	dw := textproto.NewWriter(s.bw).DotWriter()
 	cw := newCRLFWriter(dw)
-	err = p.tx.body(cw)
+	err = p.tx.write(cw)
 	if err == nil {
 		err = cw.Close()
 	}
@@ -278,7 +266,7 @@ func (p *pipe) chunked(wait bool) error {
 	cw := &chunker{buf: s.chunkBuf(), send: p.sendChunk}
 	s.t.startData(false)
 	crlf := newCRLFWriter(cw)
-	err := p.tx.body(crlf)
+	err := p.tx.write(crlf)
 	if err == nil {
 		err = crlf.Close()
 	}
@@ -326,13 +314,13 @@ func (p *pipe) final() error {
 	}
 	_, code, msg, err := p.next(p.s.cfg.dataTimeout)
 	if err != nil {
-		return p.lost(err)
+		return p.lost(finalReply(err))
 	}
 	if refused := p.refusal(); refused != nil {
 		return refused
 	}
 	if code != 250 {
-		return newReply(p.tx.endCommand(p.s), code, msg)
+		return finalReply(newReply(p.tx.endCommand(p.s), code, msg))
 	}
 	p.res.Response = clip(msg)
 	return nil
@@ -376,7 +364,7 @@ func (p *pipe) bodyFailed(err error) error {
 	if ferr := p.refusal(); ferr != nil {
 		return ferr
 	}
-	return fmt.Errorf("mailer: reading the message failed; connection dropped, nothing was sent: %w", err)
+	return &readerError{err}
 }
 
 // failed finishes a transaction that did not succeed: a session that is

@@ -211,7 +211,7 @@ func FuzzCheckAddress(f *testing.F) {
 		if _, err := m.WriteTo(io.Discard); err != nil {
 			t.Fatalf("%q: WriteTo: %v", addr, err)
 		}
-		if _, err := m.prepare(false); err != nil && !errors.Is(err, ErrSMTPUTF8Unsupported) {
+		if _, err := m.prepare(false, stamp{}); err != nil && !errors.Is(err, ErrSMTPUTF8Unsupported) {
 			t.Fatalf("%q: prepare without SMTPUTF8: %v", addr, err)
 		}
 	})

@@ -34,7 +34,7 @@ func BenchmarkRender(b *testing.B) {
 		HTML: "<html><body>" + strings.Repeat("<p>HTML body line.</p>\n", 40) + "</body></html>",
 	}
 	m.AttachBytes("small.pdf", bytes.Repeat([]byte("%PDF"), 2048))
-	p, err := m.prepare(true)
+	p, err := m.prepare(true, stamp{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -212,7 +212,7 @@ func TestRenderChecksHeadersFirst(t *testing.T) {
 		m := &Message{From: Recipient{Address: "a@example.com"}, To: []Recipient{{Address: "b@example.com"}},
 			Text: "hi", Headers: []Header{{Name: "X-A", Value: "v"}}}
 		m.AttachBytes("a.png", []byte("\x89PNG"))
-		p, err := m.prepare(true)
+		p, err := m.prepare(true, stamp{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +282,7 @@ func TestBase64Lines(t *testing.T) {
 // TestRenderConcurrently renders one prepared message from several
 // goroutines, which share the pool of buffers: every rendering is the same.
 func TestRenderConcurrently(t *testing.T) {
-	p, err := fullMessage(t).prepare(true)
+	p, err := fullMessage(t).prepare(true, stamp{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func (f *failAfter) Write(p []byte) (int, error) {
 // the rendering's error, with the count of the bytes written, and that the
 // pooled buffers hold nothing of it for the next rendering.
 func TestRenderFailures(t *testing.T) {
-	p, err := fullMessage(t).prepare(true)
+	p, err := fullMessage(t).prepare(true, stamp{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,18 +41,53 @@ type session struct {
 	bw    *bufio.Writer // the pipelined path's writer over t
 	chunk []byte        // the BDAT chunk buffer, made on first use
 
-	lastUsed time.Time
-	used     bool // has carried a command after the opening
-	dead     bool // must not be used again
+	opened    time.Time
+	lastUsed  time.Time
+	messages  int         // transactions started
+	idleTimer *time.Timer // retires the session when it idles too long
+	used      bool        // has carried a command after the opening
+	dead      bool        // must not be used again
 }
 
 // transaction is one message to send: the envelope and a function that
 // writes the message data.
 type transaction struct {
-	env  Envelope
-	utf8 bool  // the envelope needs SMTPUTF8
-	size int64 // the message size if known, else 0
-	body func(io.Writer) error
+	env     Envelope
+	utf8    bool   // the envelope needs SMTPUTF8
+	size    int64  // the message size if known, else 0
+	id      string // the Message-ID, if known
+	partial bool   // partial delivery, resolved from env.Delivery and the Connection
+	body    func(io.Writer) error
+	cleanup func() // releases what body holds (a spool), if anything
+	written int64  // bytes of message data written, for the log
+}
+
+// done releases what the transaction holds once it is over.
+func (tx *transaction) done() {
+	if tx.cleanup != nil {
+		tx.cleanup()
+		tx.cleanup = nil
+	}
+}
+
+// write runs tx.body into w, counting what it writes.
+func (tx *transaction) write(w io.Writer) error {
+	cw := &countingWriter{w: w}
+	err := tx.body(cw)
+	tx.written = cw.n
+	return err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // dial opens a session: connect, TLS, greeting, EHLO, STARTTLS, AUTH.
@@ -70,7 +105,8 @@ func dial(ctx context.Context, cfg *config, sink *transcriptSink, id int) (*sess
 		s.t.Close()
 		return nil, err
 	}
-	s.lastUsed = time.Now()
+	s.opened = time.Now()
+	s.lastUsed = s.opened
 	attrs := []slog.Attr{slog.String("server", s.addr)}
 	if st, ok := s.t.tlsState(); ok {
 		attrs = append(attrs, slog.String("tls", tls.VersionName(st.Version)),
@@ -214,6 +250,7 @@ func (s *session) hello(ctx context.Context) error {
 		return s.fail(ctx, "EHLO", s.cfg.timeout, err)
 	}
 	s.ext = parseEHLO(reply)
+	s.t.ackAtOnce(s.has("PIPELINING"))
 	return nil
 }
 
@@ -437,7 +474,7 @@ func isTimeout(err error) bool {
 
 // send runs one transaction. Unless partial is set, a refused recipient
 // resets the transaction and nothing is sent.
-func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*SendResult, error) {
+func (s *session) send(ctx context.Context, tx *transaction) (*SendResult, error) {
 	unbind := s.t.bind(ctx)
 	defer unbind()
 	reused := s.used
@@ -445,10 +482,15 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	if err := s.check(tx); err != nil {
 		return nil, err
 	}
+	tx.partial = s.cfg.partial(tx.env.Delivery)
+	s.messages++
 	if s.has("PIPELINING") {
-		return s.sendPipelined(ctx, tx, partial, reused)
+		return s.sendPipelined(ctx, tx, reused)
 	}
-	opts := &smtp.MailOptions{UTF8: tx.utf8, Size: tx.size}
+	opts := &smtp.MailOptions{UTF8: tx.utf8, Size: tx.size, RequireTLS: tx.env.RequireTLS}
+	if d := tx.env.DSN; d != nil {
+		opts.Return, opts.EnvelopeID = smtp.DSNReturn(d.Return), d.EnvelopeID
+	}
 	if err := s.c.Mail(tx.env.From, opts); err != nil {
 		err = s.fail(ctx, "MAIL", s.cfg.timeout, err)
 		if reused && s.dead && ctx.Err() == nil {
@@ -459,7 +501,7 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	}
 	res := &SendResult{}
 	for _, to := range tx.env.To {
-		err := s.c.Rcpt(to, nil)
+		err := s.c.Rcpt(to, tx.env.DSN.rcptOptions(to))
 		if err == nil {
 			res.Accepted = append(res.Accepted, to)
 			continue
@@ -470,7 +512,7 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 		}
 		res.Rejected = append(res.Rejected, RejectedRecipient{Address: to, Err: err})
 	}
-	if len(res.Rejected) > 0 && (!partial || len(res.Accepted) == 0) {
+	if len(res.Rejected) > 0 && (!tx.partial || len(res.Accepted) == 0) {
 		s.reset(ctx)
 		return nil, &RecipientsError{Rejected: res.Rejected}
 	}
@@ -483,7 +525,7 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	s.t.resetWriteErr()
 	s.t.startData(true)
 	cw := newCRLFWriter(w)
-	err = tx.body(cw)
+	err = tx.write(cw)
 	if err == nil {
 		err = cw.Close()
 	}
@@ -496,11 +538,11 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 		if werr := s.t.lastWriteErr(); werr != nil {
 			return nil, s.fail(ctx, "DATA", s.cfg.timeout, werr)
 		}
-		return nil, fmt.Errorf("mailer: reading the message failed; connection dropped, nothing was sent: %w", err)
+		return nil, &readerError{err}
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		err = s.fail(ctx, "DATA", s.cfg.dataTimeout, err)
+		err = finalReply(s.fail(ctx, "DATA", s.cfg.dataTimeout, err))
 		if !s.dead {
 			s.reset(ctx)
 			return nil, err
@@ -515,8 +557,6 @@ func (s *session) send(ctx context.Context, tx *transaction, partial bool) (*Sen
 	}
 	s.lastUsed = time.Now()
 	res.Response = clip(resp.StatusText)
-	s.sink.event(s.id, "smtp message sent", slog.Int("recipients", len(res.Accepted)),
-		slog.Int("refused", len(res.Rejected)), slog.String("response", res.Response))
 	return res, nil
 }
 
@@ -527,6 +567,20 @@ func (s *session) check(tx *transaction) error {
 	}
 	if tx.utf8 && !s.has("SMTPUTF8") {
 		return fmt.Errorf("%w: an address has a non-ASCII local part", ErrSMTPUTF8Unsupported)
+	}
+	if tx.env.DSN != nil && !s.has("DSN") {
+		return fmt.Errorf("%w: the message asks for DSN (RFC 3461), which %s does not announce", ErrExtensionUnsupported, s.addr)
+	}
+	if tx.env.RequireTLS {
+		_, encrypted := s.t.tlsState()
+		switch {
+		case !encrypted:
+			return fmt.Errorf("%w: REQUIRETLS needs a TLS session", ErrExtensionUnsupported)
+		case s.cfg.skipVerify || s.cfg.tlsConfig != nil && s.cfg.tlsConfig.InsecureSkipVerify:
+			return fmt.Errorf("%w: REQUIRETLS needs a verified certificate (RFC 8689 4.1), and verification is off", ErrExtensionUnsupported)
+		case !s.has("REQUIRETLS"):
+			return fmt.Errorf("%w: the message requires TLS on every hop (REQUIRETLS, RFC 8689), which %s does not announce", ErrExtensionUnsupported, s.addr)
+		}
 	}
 	return nil
 }
@@ -589,9 +643,9 @@ func (s *session) verify(ctx context.Context, addr string) error {
 }
 
 // quit says QUIT, waiting at most wait (and the command timeout) for the
-// reply, and closes the connection.
-func (s *session) quit(wait time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.timeout, wait))
+// reply, unless parent ends first, and closes the connection.
+func (s *session) quit(parent context.Context, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(parent, min(s.cfg.timeout, wait))
 	defer cancel()
 	unbind := s.t.bind(ctx)
 	if s.c != nil {
@@ -608,7 +662,7 @@ func (s *session) leave(ctx context.Context) {
 		s.close()
 		return
 	}
-	s.quit(quitTimeout)
+	s.quit(context.Background(), quitTimeout)
 }
 
 // close drops the connection without QUIT.

@@ -374,7 +374,7 @@ func TestStaleSessionRedialled(t *testing.T) {
 func TestIdleSessionProbedWithNoop(t *testing.T) {
 	srv := newScriptServer(t, func(c *scriptConn) { c.serve(nil, nil) })
 	c := plain(t, srv.addr())
-	c.cfg.healthCheckAfter = 0
+	c.cfg.healthCheckAfter = time.Nanosecond
 	for i := 0; i < 2; i++ {
 		if _, err := c.SendRaw(testCtx(t), testEnvelope, strings.NewReader("x\r\n")); err != nil {
 			t.Fatal(err)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
 	"net/textproto"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,19 +37,40 @@ const defaultPipelineDepth = 8
 // with ErrOutcomeUnknown.
 func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.Seq2[*SendResult, error] {
 	return func(yield func(*SendResult, error) bool) {
+		end, err := c.begin()
+		if err != nil {
+			for range msgs {
+				if !yield(nil, err) {
+					return
+				}
+			}
+			return
+		}
+		defer end()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(c.stopCtx, cancel)()
 		feed, stopFeed := context.WithCancel(ctx)
 		defer stopFeed()
 
+		var retries sync.WaitGroup
+		defer retries.Wait()
+		after := func(j *job, res *SendResult, err error) {
+			a := &attempt{c: c, build: c.messageSend(j.msg, j.st), start: j.start, n: 1, id: j.st.id,
+				size: j.size.Load(), session: j.session, res: res, err: err}
+			if c.cfg.retry.Attempts == 1 || err == nil && len(retryRecipients(res)) == 0 || err != nil && !retryable(err) {
+				j.settle(a.finish(ctx, nil))
+				return
+			}
+			retries.Go(func() { j.settle(a.finish(ctx, nil)) })
+		}
 		order := make(chan *job, c.cfg.maxConns*c.cfg.pipelineDepth*2)
 		work := make(chan *job)
 		go func() {
 			defer close(order)
 			defer close(work)
 			for m := range msgs {
-				j := &job{msg: m, done: make(chan struct{})}
+				j := &job{msg: m, done: make(chan struct{}), start: time.Now(), after: after}
 				select {
 				case order <- j:
 				case <-feed.Done():
@@ -58,7 +79,7 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 				select {
 				case work <- j:
 				case <-feed.Done():
-					j.finish(nil, fmt.Errorf("mailer: not sent: %w", feed.Err()))
+					j.settle(nil, fmt.Errorf("mailer: not sent: %w", feed.Err()))
 					return
 				}
 			}
@@ -81,18 +102,35 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 
 // job is one message of SendAll.
 type job struct {
-	msg  *Message
+	msg   *Message
+	st    stamp // fixed when the message is first prepared
+	start time.Time
+	after func(j *job, res *SendResult, err error) // retries and reports; calls settle
+
+	size    atomic.Int64 // bytes of message data written
+	session int          // the session that carried it
+
 	res  *SendResult
 	err  error
 	done chan struct{}
 	once sync.Once
 }
 
+// finish ends the transaction that carried j: after retries, if any, j
+// settles with the outcome.
 func (j *job) finish(res *SendResult, err error) {
-	j.once.Do(func() {
-		j.res, j.err = res, err
-		close(j.done)
-	})
+	j.once.Do(func() { j.after(j, res, err) })
+}
+
+// refuse ends j without a transaction: the message was invalid.
+func (j *job) refuse(err error) {
+	j.once.Do(func() { j.settle(nil, err) })
+}
+
+// settle records j's final outcome.
+func (j *job) settle(res *SendResult, err error) {
+	j.res, j.err = res, err
+	close(j.done)
 }
 
 // worker takes jobs until work is closed, each on a session of the pool.
@@ -111,35 +149,62 @@ func (c *Connection) worker(ctx context.Context, work <-chan *job) {
 			next = nil
 			continue
 		}
-		next = s.stream(ctx, c.cfg, next, work)
+		next = s.stream(ctx, c, next, work)
 		c.release(s)
 	}
 }
 
-// prepareTx returns the transaction for msg on s, with its Message-ID.
-func (s *session) prepareTx(msg *Message) (*transaction, string, error) {
-	if msg == nil {
-		return nil, "", errors.New("mailer: Send(nil)")
+// prepareTx returns the transaction for j's message on s.
+func (s *session) prepareTx(c *Connection, j *job) (*transaction, error) {
+	if j.msg == nil {
+		return nil, errors.New("mailer: Send(nil)")
 	}
-	if err := msg.Validate(); err != nil {
-		return nil, "", err
+	if j.st.id == "" {
+		if err := j.msg.Validate(); err != nil {
+			return nil, err
+		}
+		j.st = newStamp(j.msg)
 	}
-	p, err := msg.prepare(s.has("SMTPUTF8"))
+	tx, err := c.messageSend(j.msg, j.st)(s)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	tx := &transaction{env: p.envelope, utf8: p.utf8, body: func(w io.Writer) error {
-		_, err := p.writeTo(w)
-		return err
-	}}
-	return tx, p.messageID, s.check(tx)
+	tx.partial = c.cfg.partial(tx.env.Delivery)
+	j.session = s.id
+	if err := s.check(tx); err != nil {
+		tx.done()
+		return nil, err
+	}
+	return tx, nil
 }
 
-// stream sends first and then the jobs of work on s until work is closed
-// or s fails. It returns a job it took but could not start because the
-// session turned out dead before anything was sent, for another session.
-func (s *session) stream(ctx context.Context, cfg *config, first *job, work <-chan *job) *job {
+// admit waits for the rate limit before j's transaction, calling
+// beforeWait (if not nil) first when it must wait; false means j ended
+// without a transaction.
+func (c *Connection) admit(ctx context.Context, j *job, beforeWait func()) bool {
+	if c.limiter == nil {
+		return true
+	}
+	waited, err := c.limiter.wait(ctx, beforeWait)
+	if waited {
+		c.stats.rateLimitWaits.Add(1)
+	}
+	if err != nil {
+		j.finish(nil, err)
+		return false
+	}
+	return true
+}
+
+// stream sends first and then the jobs of work on s until work is closed,
+// s fails or s reaches a limit of the pool. It returns a job it took but
+// could not start because the session turned out dead before anything was
+// sent, for another session.
+func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-chan *job) *job {
 	take := func() *job {
+		if s.spent() {
+			return nil
+		}
 		j, ok := <-work
 		if !ok {
 			return nil
@@ -148,18 +213,23 @@ func (s *session) stream(ctx context.Context, cfg *config, first *job, work <-ch
 	}
 	if !s.has("PIPELINING") {
 		for j := first; j != nil; j = take() {
-			tx, id, err := s.prepareTx(j.msg)
+			tx, err := s.prepareTx(c, j)
 			if err != nil {
-				j.finish(nil, err)
+				j.refuse(err)
 				continue
 			}
-			res, err := s.send(ctx, tx, cfg.partialDelivery)
+			if !c.admit(ctx, j, nil) {
+				continue
+			}
+			res, err := s.send(ctx, tx)
+			tx.done()
 			var stale *staleError
 			if errors.As(err, &stale) {
 				return j
 			}
+			j.size.Store(tx.written)
 			if res != nil {
-				res.MessageID = id
+				res.MessageID = tx.id
 			}
 			j.finish(res, err)
 			if s.dead {
@@ -175,11 +245,14 @@ func (s *session) stream(ctx context.Context, cfg *config, first *job, work <-ch
 			return first
 		}
 	}
-	st := newStream(ctx, s, cfg)
-	for j := first; j != nil && st.send(j); {
+	st := newStream(ctx, s, c)
+	for j := first; j != nil && (!c.admit(ctx, j, st.flushed) || st.send(j)); {
 		// Commands and messages wait in the buffer while more follow at
 		// once, so that several go out in one write; before waiting for
 		// the next message, what is written goes out.
+		if s.spent() {
+			break
+		}
 		select {
 		case next, ok := <-work:
 			j = next
@@ -205,6 +278,7 @@ type streamTx struct {
 	to      []string
 	rset    bool       // RSET precedes MAIL
 	chunked bool       // BDAT, else DATA
+	partial bool       // partial delivery
 	wait    bool       // the writer waits for the envelope's verdict
 	verdict chan error // the envelope's verdict, when wait
 	dataGo  chan bool  // DATA: send the message (true) or a lone dot (false); closed if DATA was refused
@@ -233,6 +307,7 @@ func (t *streamTx) isEnded() bool {
 type stream struct {
 	ctx      context.Context
 	s        *session
+	c        *Connection
 	cfg      *config
 	inflight chan *streamTx
 	dead     chan struct{} // closed when the session fails
@@ -243,8 +318,8 @@ type stream struct {
 	lastFail bool // the last transaction read failed (set by the reader)
 }
 
-func newStream(ctx context.Context, s *session, cfg *config) *stream {
-	st := &stream{ctx: ctx, s: s, cfg: cfg, inflight: make(chan *streamTx, cfg.pipelineDepth), dead: make(chan struct{})}
+func newStream(ctx context.Context, s *session, c *Connection) *stream {
+	st := &stream{ctx: ctx, s: s, c: c, cfg: c.cfg, inflight: make(chan *streamTx, c.cfg.pipelineDepth), dead: make(chan struct{})}
 	s.used = true
 	s.writer()
 	s.t.resetWriteErr()
@@ -281,13 +356,15 @@ func (st *stream) close() {
 // send writes j's transaction; false means the session can take no more.
 func (st *stream) send(j *job) bool {
 	s := st.s
-	tx, id, err := s.prepareTx(j.msg)
+	tx, err := s.prepareTx(st.c, j)
 	if err != nil {
-		j.finish(nil, err)
+		j.refuse(err)
 		return true
 	}
-	t := &streamTx{j: j, id: id, to: tx.env.To, rset: st.started, chunked: s.has("CHUNKING"),
-		wait:    !st.cfg.partialDelivery && len(tx.env.To) > 1,
+	defer tx.done()
+	s.messages++
+	t := &streamTx{j: j, id: tx.id, to: tx.env.To, rset: st.started, chunked: s.has("CHUNKING"),
+		partial: tx.partial, wait: !tx.partial && len(tx.env.To) > 1,
 		verdict: make(chan error, 1), dataGo: make(chan bool, 1), chunks: make(chan bool, 2)}
 	st.started = true
 	bw := s.bw
@@ -295,9 +372,10 @@ func (st *stream) send(j *job) bool {
 		_, _ = bw.WriteString("RSET\r\n")
 	}
 	_, _ = bw.WriteString(s.mailLine(tx) + "\r\n")
-	for _, to := range tx.env.To {
-		_, _ = bw.WriteString("RCPT TO:<" + to + ">\r\n")
+	for i := range tx.env.To {
+		_, _ = bw.WriteString(s.rcptLine(tx, i) + "\r\n")
 	}
+	defer func() { j.size.Store(tx.written) }()
 	pushed := false
 	if t.wait {
 		if !st.push(t) || !st.flush() {
@@ -318,7 +396,7 @@ func (st *stream) send(j *job) bool {
 		cw := &chunker{buf: s.chunkBuf(), send: sc.send}
 		s.t.startData(false)
 		crlf := newCRLFWriter(cw)
-		err := tx.body(crlf)
+		err := tx.write(crlf)
 		if err == nil {
 			err = crlf.Close()
 		}
@@ -351,7 +429,7 @@ func (st *stream) send(j *job) bool {
 	s.t.startData(true)
 	dw := textproto.NewWriter(bw).DotWriter()
 	crlf := newCRLFWriter(dw)
-	err = tx.body(crlf)
+	err = tx.write(crlf)
 	if err == nil {
 		err = crlf.Close()
 	}
@@ -373,7 +451,7 @@ func (st *stream) ended(t *streamTx, err error) bool {
 	if werr := st.s.t.lastWriteErr(); werr != nil {
 		err, _ = st.s.classify(st.ctx, "DATA", st.cfg.timeout, werr)
 	} else if !errors.Is(err, errStreamDead) {
-		err = fmt.Errorf("mailer: reading the message failed; connection dropped, nothing was sent: %w", err)
+		err = &readerError{err}
 	}
 	if !t.isEnded() {
 		t.j.finish(nil, err)
@@ -406,6 +484,9 @@ func (st *stream) push(t *streamTx) bool {
 		return false
 	}
 }
+
+// flushed flushes, for a wait that needs nothing back.
+func (st *stream) flushed() { st.flush() }
 
 // flush sends what is buffered; a failure kills the session, and the
 // transactions in flight end as the reader finds them.
@@ -557,7 +638,7 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 		}
 	}
 	refused := mailErr
-	if refused == nil && len(res.Rejected) > 0 && (!st.cfg.partialDelivery || len(res.Accepted) == 0) {
+	if refused == nil && len(res.Rejected) > 0 && (!t.partial || len(res.Accepted) == 0) {
 		refused = &RecipientsError{Rejected: res.Rejected}
 	}
 	if t.wait {
@@ -580,11 +661,17 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 				limit = st.cfg.dataTimeout
 			}
 			code, msg, err := reply("BDAT", limit)
+			if last {
+				err = finalReply(err)
+			}
 			if err != nil {
 				return nil, nil, err
 			}
 			if code != 250 && chunkErr == nil {
 				chunkErr = newReply("BDAT", code, msg)
+				if last {
+					chunkErr = finalReply(chunkErr)
+				}
 			}
 			if last {
 				if err := cmpErr(refused, chunkErr); err != nil {
@@ -605,6 +692,7 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 	}
 	t.dataGo <- refused == nil
 	code, msg, err = reply("DATA", st.cfg.dataTimeout)
+	err = finalReply(err)
 	if err != nil {
 		// After a lone dot, the refusal is the outcome whatever happens.
 		return nil, refused, err
@@ -613,7 +701,7 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 		return nil, refused, nil
 	}
 	if code != 250 {
-		return nil, newReply("DATA", code, msg), nil
+		return nil, finalReply(newReply("DATA", code, msg)), nil
 	}
 	res.Response = clip(msg)
 	return res, nil, nil

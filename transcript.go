@@ -57,6 +57,17 @@ func (s *transcriptSink) event(session int, msg string, attrs ...slog.Attr) {
 	s.logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
 
+// logs reports whether events are logged at all.
+func (s *transcriptSink) logs() bool { return s != nil && s.logger != nil }
+
+// message logs a message's outcome, at Info level when it was sent and
+// Warn when it failed.
+func (s *transcriptSink) message(level slog.Level, msg string, attrs ...slog.Attr) {
+	if s.logs() {
+		s.logger.LogAttrs(context.Background(), level, msg, attrs...)
+	}
+}
+
 // transcript turns one session's byte streams into protocol lines. What
 // is redacted is decided by what the client writes, never by the server's
 // replies: while the session sends a credential (setSecret), every client

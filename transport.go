@@ -71,13 +71,14 @@ type transport struct {
 	capture    []byte        // lines read while capturing is on
 	capOn      bool
 	nread      int64  // bytes read from the connection
-	quickAck   func() // after each read, if the socket supports it
+	quickAck   func() // after each read, when on (see ackAtOnce)
+	acker      func() // TCP_QUICKACK on the socket beneath TLS, nil if none
 
 	tr *transcript
 }
 
 func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration, minRate int64) *transport {
-	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate, quickAck: quickAcker(conn)}
+	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate, acker: quickAcker(conn)}
 	t.br = bufio.NewReaderSize(connReader{t}, maxReplyLine)
 	return t
 }
@@ -95,6 +96,17 @@ func (r connReader) Read(p []byte) (int, error) {
 		r.t.quickAck()
 	}
 	return n, err
+}
+
+// ackAtOnce turns on acknowledging every read at once, for a session that
+// pipelines: its replies come in groups a server may write in several
+// segments while the client has nothing to send. Without pipelining each
+// reply answers a command just sent, and the system call is saved.
+func (t *transport) ackAtOnce(on bool) {
+	t.quickAck = nil
+	if on {
+		t.quickAck = t.acker
+	}
 }
 
 // bytesRead returns how many bytes were read from the connection.

@@ -24,10 +24,11 @@ type session struct {
 	wc   *conn
 	user string
 
-	from string
-	to   []string
-	utf8 bool
-	size int64
+	from       string
+	to         []string
+	utf8       bool
+	size       int64
+	requireTLS bool
 }
 
 var errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
@@ -92,7 +93,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.from = from
 	if opts != nil {
-		s.utf8, s.size = opts.UTF8, opts.Size
+		s.utf8, s.size, s.requireTLS = opts.UTF8, opts.Size, opts.RequireTLS
 	}
 	return nil
 }
@@ -110,21 +111,25 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if f := s.wc.takeDataFault(); f != nil {
+		return f.smtpError()
+	}
 	s.srv.record(Message{
-		From:     s.from,
-		To:       append([]string(nil), s.to...),
-		Data:     b,
-		Helo:     s.c.Hostname(),
-		TLS:      s.wc.tls(),
-		AuthUser: s.user,
-		UTF8:     s.utf8,
-		Size:     s.size,
+		From:       s.from,
+		To:         append([]string(nil), s.to...),
+		Data:       b,
+		Helo:       s.c.Hostname(),
+		TLS:        s.wc.tls(),
+		AuthUser:   s.user,
+		UTF8:       s.utf8,
+		Size:       s.size,
+		RequireTLS: s.requireTLS,
 	})
 	return nil
 }
 
 func (s *session) Reset() {
-	s.from, s.to, s.utf8, s.size = "", nil, false, 0
+	s.from, s.to, s.utf8, s.size, s.requireTLS = "", nil, false, 0, false
 }
 
 func (s *session) Logout() error { return nil }

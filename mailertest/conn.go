@@ -39,8 +39,9 @@ type conn struct {
 	// Protocol state, shared by the read and write sides.
 	greeted     bool
 	lastCmd     string
-	authing     bool // inside an AUTH exchange: lines are SASL responses
-	dataPending bool // DATA seen, 354 not yet written
+	authing     bool   // inside an AUTH exchange: lines are SASL responses
+	dataPending bool   // DATA seen, 354 not yet written
+	dataFault   *Fault // a Reply fault for the message being read
 	inData      bool
 	ehloReply   bool // writing the reply to EHLO
 }
@@ -88,7 +89,7 @@ func (c *conn) Read(p []byte) (int, error) {
 			if c.chunk == 0 && c.last {
 				c.counts["DOT"]++
 				if f, ok := c.srv.cfg.match("DOT", c.n, c.counts["DOT"]); ok {
-					c.rerr = c.apply(f)
+					c.rerr = c.endFault(f)
 				}
 			}
 			continue
@@ -154,7 +155,9 @@ func (c *conn) line(line []byte) error {
 		if dot {
 			c.counts["DOT"]++
 			if f, ok := c.srv.cfg.match("DOT", c.n, c.counts["DOT"]); ok {
-				return c.apply(f)
+				if err := c.endFault(f); err != nil {
+					return err
+				}
 			}
 		}
 		c.out = append(c.out, line...)
@@ -170,7 +173,18 @@ func (c *conn) line(line []byte) error {
 	c.srv.command(text, c.read)
 	c.counts[verb]++
 	if f, ok := c.srv.cfg.match(verb, c.n, c.counts[verb]); ok {
+		if f.Action == Reply {
+			return c.reply(f.replyLine(), f.Code == 421)
+		}
 		return c.apply(f)
+	}
+	if verb == "MAIL" {
+		if n := c.srv.cfg.maxPerConn; n > 0 && c.counts["MAIL"] > n {
+			return c.reply("421 4.7.0 Too many messages on this connection\r\n", true)
+		}
+		if !c.srv.admit() {
+			return c.reply("451 4.7.1 Rate limit exceeded, try again later\r\n", false)
+		}
 	}
 	if verb == "BDAT" {
 		// go-smtp reads the chunk that follows, even when it refuses the
@@ -219,6 +233,44 @@ func (c *conn) startTLS() error {
 	return nil
 }
 
+// reply answers the current command with line instead of go-smtp, which
+// never sees the command, and closes the connection after it when closing.
+// go-smtp has answered every earlier command: it asks for the next line
+// only then.
+func (c *conn) reply(line string, closing bool) error {
+	if _, err := io.WriteString(c.current(), line); err != nil {
+		return err
+	}
+	if closing {
+		c.Close()
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// endFault carries out a fault at the end of a message: Reply makes the
+// backend refuse the message with the fault's reply; the others are
+// applied at once.
+func (c *conn) endFault(f Fault) error {
+	if f.Action != Reply {
+		return c.apply(f)
+	}
+	c.mu.Lock()
+	c.dataFault = &f
+	c.mu.Unlock()
+	return nil
+}
+
+// takeDataFault returns the reply a fault set for the message that just
+// ended, if any, and clears it.
+func (c *conn) takeDataFault() *Fault {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.dataFault
+	c.dataFault = nil
+	return f
+}
+
 // apply carries out a fault and returns the error that ends go-smtp's
 // handling of the connection.
 func (c *conn) apply(f Fault) error {
@@ -245,7 +297,15 @@ func (c *conn) Write(p []byte) (int, error) {
 	if c.authing && len(text) >= 4 && text[3] == ' ' && !strings.HasPrefix(text, "334") {
 		c.authing = false
 	}
-	inject := c.lastCmd == "EHLO" && strings.HasPrefix(text, "250-") && c.srv.cfg.starttls && !c.isTLS
+	var inject string
+	if c.lastCmd == "EHLO" && strings.HasPrefix(text, "250-") {
+		switch {
+		case c.srv.cfg.starttls && !c.isTLS:
+			inject = "250-STARTTLS\r\n"
+		case c.srv.cfg.requireTLS && c.isTLS:
+			inject = "250-REQUIRETLS\r\n"
+		}
+	}
 	if c.lastCmd == "EHLO" {
 		c.lastCmd = ""
 		c.ehloReply = true
@@ -268,9 +328,10 @@ func (c *conn) Write(p []byte) (int, error) {
 	if drop {
 		return len(p), nil
 	}
-	if inject {
-		// go-smtp offers STARTTLS only when it does TLS itself.
-		if _, err := inner.Write(append(p[:len(p):len(p)], "250-STARTTLS\r\n"...)); err != nil {
+	if inject != "" {
+		// go-smtp offers STARTTLS and REQUIRETLS only when it does TLS
+		// itself.
+		if _, err := inner.Write(append(p[:len(p):len(p)], inject...)); err != nil {
 			return 0, err
 		}
 		return len(p), nil

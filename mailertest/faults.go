@@ -1,5 +1,13 @@
 package mailertest
 
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/emersion/go-smtp"
+)
+
 // Action is what a Fault makes the server do.
 type Action int
 
@@ -12,6 +20,12 @@ const (
 	// Reply421 answers "421 4.3.2 Service shutting down" and closes the
 	// connection.
 	Reply421
+	// Reply answers the command with the Fault's Code, Enhanced and Text
+	// instead of carrying it out, and goes on (a 421 closes the
+	// connection after the reply). At "DOT" the message is read and
+	// discarded, and the reply is the verdict on it. It does not apply to
+	// "BDAT", "GREETING", "STARTTLS" or "AUTH".
+	Reply
 )
 
 // Fault makes the server misbehave when a client sends a command.
@@ -31,13 +45,47 @@ type Fault struct {
 	// Nth is the occurrence of the command within the connection, counting
 	// from 1; 0 means every occurrence.
 	Nth int
+	// Probability, when above 0, makes the fault apply to each matching
+	// command only with that probability (0.1: one time in ten).
+	Probability float64
+
+	// Code, Enhanced ("4.7.1", may be empty) and Text make the reply of
+	// the Reply action.
+	Code     int
+	Enhanced string
+	Text     string
+}
+
+// replyLine returns the reply line of a Reply fault.
+func (f Fault) replyLine() string {
+	line := strconv.Itoa(f.Code)
+	if f.Enhanced != "" {
+		line += " " + f.Enhanced
+	}
+	if f.Text != "" {
+		line += " " + f.Text
+	}
+	return line + "\r\n"
+}
+
+// smtpError returns the reply of a Reply fault as go-smtp's error.
+func (f Fault) smtpError() *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: f.Code, Message: f.Text}
+	var a, b, d int
+	if _, err := fmt.Sscanf(f.Enhanced, "%d.%d.%d", &a, &b, &d); err == nil {
+		e.EnhancedCode = smtp.EnhancedCode{a, b, d}
+	} else {
+		e.EnhancedCode = smtp.NoEnhancedCode
+	}
+	return e
 }
 
 // match returns the fault for the nth occurrence of cmd on connection
 // conn, if any.
 func (c *config) match(cmd string, conn, nth int) (Fault, bool) {
 	for _, f := range c.faults {
-		if f.Command == cmd && (f.Conn == 0 || f.Conn == conn) && (f.Nth == 0 || f.Nth == nth) {
+		if f.Command == cmd && (f.Conn == 0 || f.Conn == conn) && (f.Nth == 0 || f.Nth == nth) &&
+			(f.Probability <= 0 || rand.Float64() < f.Probability) {
 			return f, true
 		}
 	}

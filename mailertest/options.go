@@ -3,6 +3,7 @@ package mailertest
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // An Option configures a Server.
@@ -22,6 +23,12 @@ type config struct {
 	faults       []Fault
 	noPipelining bool
 	noChunking   bool
+	dsn          bool
+	requireTLS   bool
+	maxPerConn   int
+	idleTimeout  time.Duration
+	rateN        int
+	ratePer      time.Duration
 }
 
 type reply struct {
@@ -108,4 +115,28 @@ func WithoutChunking() Option { return func(c *config) { c.noChunking = true } }
 // given; the first that matches a command applies.
 func WithFault(f Fault) Option {
 	return func(c *config) { c.faults = append(c.faults, f) }
+}
+
+// WithDSN announces DSN (RFC 3461) and accepts its MAIL and RCPT
+// parameters; Commands shows them as sent.
+func WithDSN() Option { return func(c *config) { c.dsn = true } }
+
+// WithREQUIRETLS announces REQUIRETLS (RFC 8689) on TLS sessions and
+// records it in Message.RequireTLS.
+func WithREQUIRETLS() Option { return func(c *config) { c.requireTLS = true } }
+
+// WithMaxMessagesPerConnection answers the MAIL of message n+1 on a
+// connection with "421 4.7.0 Too many messages on this connection" and
+// closes it, as providers that cap messages per connection do.
+func WithMaxMessagesPerConnection(n int) Option { return func(c *config) { c.maxPerConn = n } }
+
+// WithIdleTimeout closes a connection on which the client sent nothing for
+// d, after "421 4.4.2 Idle timeout", as servers do.
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
+
+// WithRateLimit answers MAIL with "451 4.7.1 Rate limit exceeded, try again
+// later" while n messages have already started within the last per, over
+// all connections.
+func WithRateLimit(n int, per time.Duration) Option {
+	return func(c *config) { c.rateN, c.ratePer = n, per }
 }

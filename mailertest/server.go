@@ -8,22 +8,25 @@ import (
 	"io"
 	"log"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
 
 // Message is one message the server accepted.
 type Message struct {
-	From     string   // MAIL FROM address
-	To       []string // RCPT TO addresses, in order
-	Data     []byte   // the message as received, dot-unstuffed, CRLF line ends
-	Helo     string   // the name the client gave in EHLO or HELO
-	TLS      bool     // the transaction ran over TLS
-	AuthUser string   // the authenticated user, "" if none
-	UTF8     bool     // MAIL FROM carried SMTPUTF8
-	Size     int64    // the SIZE parameter of MAIL FROM, 0 if none
+	From       string   // MAIL FROM address
+	To         []string // RCPT TO addresses, in order
+	Data       []byte   // the message as received, dot-unstuffed, CRLF line ends
+	Helo       string   // the name the client gave in EHLO or HELO
+	TLS        bool     // the transaction ran over TLS
+	AuthUser   string   // the authenticated user, "" if none
+	UTF8       bool     // MAIL FROM carried SMTPUTF8
+	Size       int64    // the SIZE parameter of MAIL FROM, 0 if none
+	RequireTLS bool     // MAIL FROM carried REQUIRETLS
 }
 
 // Server is a running test server. Its methods are safe for concurrent use.
@@ -43,7 +46,8 @@ type Server struct {
 	nreads   int   // socket reads so far, all connections
 	conns    int
 	closed   bool
-	live     []*conn // every connection accepted, for Close
+	live     []*conn     // every connection accepted, for Close
+	starts   []time.Time // recent MAIL commands, for WithRateLimit
 }
 
 // NewServer starts a server on 127.0.0.1 with a port chosen by the system.
@@ -74,6 +78,9 @@ func NewServer(opts ...Option) *Server {
 	s.smtp.AllowInsecureAuth = true
 	s.smtp.EnableSMTPUTF8 = s.cfg.smtputf8
 	s.smtp.MaxMessageBytes = s.cfg.maxSize
+	s.smtp.EnableDSN = s.cfg.dsn
+	s.smtp.EnableREQUIRETLS = s.cfg.requireTLS
+	s.smtp.ReadTimeout = s.cfg.idleTimeout
 	s.smtp.ErrorLog = log.New(io.Discard, "", 0)
 	go s.smtp.Serve(&listener{Listener: ln, srv: s})
 	return s
@@ -179,6 +186,23 @@ func (s *Server) CommandGroups() [][]string {
 		out[len(out)-1] = append(out[len(out)-1], c)
 	}
 	return out
+}
+
+// admit counts a MAIL against WithRateLimit; false means over the limit.
+func (s *Server) admit() bool {
+	n, per := s.cfg.rateN, s.cfg.ratePer
+	if n <= 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.starts = slices.DeleteFunc(s.starts, func(t time.Time) bool { return now.Sub(t) >= per })
+	if len(s.starts) >= n {
+		return false
+	}
+	s.starts = append(s.starts, now)
+	return true
 }
 
 // newRead numbers a socket read, for CommandGroups.
