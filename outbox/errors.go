@@ -10,36 +10,15 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// isTemporary reports whether a failed send may be tried again later: a
-// 4yz reply, recipients all refused with 4yz, or a failure that is not a
-// reply at all (network, TLS, a timeout) and happened before the final dot.
-// A 5yz reply and a message the server or the library can never take are
-// permanent. ErrOutcomeUnknown is the caller's to handle first.
-//
-// It stands in for mailer.IsTemporary, which has the same meaning, until
-// the library has it.
-func isTemporary(err error) bool {
-	var rerr *mailer.RecipientsError
-	if errors.As(err, &rerr) {
-		for _, r := range rerr.Rejected {
-			var serr *mailer.SMTPError
-			if !errors.As(r.Err, &serr) || !serr.Temporary() {
-				return false
-			}
-		}
-		return len(rerr.Rejected) > 0
-	}
-	var serr *mailer.SMTPError
-	if errors.As(err, &serr) {
-		return serr.Temporary()
-	}
-	for _, permanent := range []error{mailer.ErrInvalidAddress, mailer.ErrHeaderInjection,
-		mailer.ErrSMTPUTF8Unsupported, mailer.ErrMessageTooLarge} {
-		if errors.Is(err, permanent) {
-			return false
-		}
-	}
-	return !errors.Is(err, mailer.ErrOutcomeUnknown)
+// retryable reports whether a failed attempt may be tried again later:
+// what mailer.IsTemporary says of the library's error, and also an attempt
+// ended by the outbox's own doing, which says nothing about the message:
+// the workers stopping (context.Canceled, mailer.ErrClosed), or the
+// outbox's own write failing while the library read the body (markErr),
+// before the final dot.
+func retryable(err, markErr error) bool {
+	return markErr != nil || errors.Is(err, context.Canceled) || errors.Is(err, mailer.ErrClosed) ||
+		mailer.IsTemporary(err)
 }
 
 // rejections turns the library's refused recipients into stored ones.
@@ -83,6 +62,7 @@ type markingReader struct {
 	offset    int64
 	mark      func() error
 	marked    bool
+	err       error // mark's error, if it failed
 }
 
 func (m *markingReader) Read(p []byte) (int, error) {
@@ -93,6 +73,7 @@ func (m *markingReader) Read(p []byte) (int, error) {
 	m.offset += int64(n)
 	if err == io.EOF && !m.marked {
 		if merr := m.mark(); merr != nil {
+			m.err = merr
 			return n, merr
 		}
 		m.marked = true

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 
 	"github.com/gomailer/mailer"
 )
 
-func TestIsTemporary(t *testing.T) {
+func TestRetryable(t *testing.T) {
 	reply := func(code int) *mailer.SMTPError { return &mailer.SMTPError{Code: code, Command: "RCPT"} }
 	refused := func(codes ...int) *mailer.RecipientsError {
 		e := &mailer.RecipientsError{}
@@ -19,25 +18,24 @@ func TestIsTemporary(t *testing.T) {
 		}
 		return e
 	}
+	dbDown := errors.New("database is locked")
 	for _, tc := range []struct {
-		err  error
-		want bool
+		err, markErr error
+		want         bool
 	}{
-		{reply(451), true},
-		{reply(421), true},
-		{reply(550), false},
-		{fmt.Errorf("wrapped: %w", reply(452)), true},
-		{refused(451, 452), true},
-		{refused(451, 550), false},
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
-		{context.DeadlineExceeded, true},
-		{mailer.ErrClosed, true},
-		{fmt.Errorf("x: %w", mailer.ErrInvalidAddress), false},
-		{mailer.ErrMessageTooLarge, false},
-		{mailer.ErrOutcomeUnknown, false},
+		{reply(451), nil, true},
+		{reply(550), nil, false},
+		{refused(451, 452), nil, true},
+		{refused(451, 550), nil, false},
+		{fmt.Errorf("x: %w", mailer.ErrInvalidAddress), nil, false},
+		{mailer.ErrOutcomeUnknown, nil, false},
+		// The outbox's own reasons, which the library calls permanent.
+		{fmt.Errorf("stopping: %w", context.Canceled), nil, true},
+		{mailer.ErrClosed, nil, true},
+		{fmt.Errorf("mailer: reading the message: %w", dbDown), dbDown, true},
 	} {
-		if got := isTemporary(tc.err); got != tc.want {
-			t.Errorf("isTemporary(%v) = %v, want %v", tc.err, got, tc.want)
+		if got := retryable(tc.err, tc.markErr); got != tc.want {
+			t.Errorf("retryable(%v, %v) = %v, want %v", tc.err, tc.markErr, got, tc.want)
 		}
 	}
 }

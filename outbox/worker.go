@@ -108,7 +108,7 @@ WHERE id = ? AND state = ? AND attempt = ?`,
 	if err == nil && testHookSent != nil {
 		testHookSent(mid)
 	}
-	return o.finish(ctx, job, r, res, err)
+	return o.finish(ctx, job, r, res, err, body.err)
 }
 
 // markDataDone commits that the whole message is about to be sent: from
@@ -125,9 +125,10 @@ func (o *Outbox[TTx]) markDataDone(ctx context.Context, r row) error {
 	return nil
 }
 
-// finish records the outcome of an attempt and tells River what to do
-// with the job.
-func (o *Outbox[TTx]) finish(ctx context.Context, job *river.Job[sendArgs], r row, res *mailer.SendResult, err error) error {
+// finish records the outcome of an attempt, whose send failed with err
+// (nil if it succeeded) and whose own mark failed with markErr, and tells
+// River what to do with the job.
+func (o *Outbox[TTx]) finish(ctx context.Context, job *river.Job[sendArgs], r row, res *mailer.SendResult, err, markErr error) error {
 	switch {
 	case err == nil:
 		result := &Result{Accepted: res.Accepted, Response: res.Response, Rejected: rejections(res.Rejected)}
@@ -135,14 +136,14 @@ func (o *Outbox[TTx]) finish(ctx context.Context, job *river.Job[sendArgs], r ro
 			return rerr
 		}
 		return nil
-	case errors.Is(err, errLostClaim):
-		return err
+	case errors.Is(markErr, errLostClaim) || errors.Is(err, errLostClaim):
+		return errLostClaim
 	case errors.Is(err, mailer.ErrOutcomeUnknown) && !o.cfg.AtLeastOnce:
 		if rerr := o.record(ctx, r, StateUnknown, err, nil); rerr != nil {
 			return rerr
 		}
 		return river.JobCancel(err)
-	case isTemporary(err) || errors.Is(err, mailer.ErrOutcomeUnknown):
+	case retryable(err, markErr) || errors.Is(err, mailer.ErrOutcomeUnknown):
 		if job.Attempt >= job.MaxAttempts {
 			if rerr := o.record(ctx, r, StateFailed, fmt.Errorf("outbox: giving up after %d attempts: %w", job.Attempt, err), failedResult(err)); rerr != nil {
 				return rerr

@@ -1,6 +1,6 @@
 // Command quickstart queues one message in an SQLite outbox in a temporary
 // directory and delivers it to an in-process test server that turns the
-// first two attempts away (421, a temporary refusal), printing the
+// first two attempts away (451, a temporary refusal), printing the
 // message's states until it is delivered. It needs nothing installed:
 //
 //	cd outbox && go run ./examples/quickstart
@@ -31,11 +31,12 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	// A test server that answers MAIL with 421 on its first two
-	// connections. mailertest has no 451 fault; 421 is as temporary.
-	srv := mailertest.NewServer(
-		mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply421, Conn: 1}),
-		mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply421, Conn: 2}))
+	// A test server that answers the first two messages' MAIL with 451.
+	refuse := func(nth int) mailertest.Option {
+		return mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply, Nth: nth,
+			Code: 451, Enhanced: "4.3.0", Text: "Busy, try again later"})
+	}
+	srv := mailertest.NewServer(refuse(1), refuse(2))
 	defer srv.Close()
 	conn, err := mailer.NewConnection(srv.Addr(), mailer.WithSecurity(mailer.SecurityNone))
 	if err != nil {
@@ -90,7 +91,7 @@ func run() error {
 			return err
 		}
 		line := fmt.Sprintf("%-8s attempt %d", it.State, it.Attempt)
-		if it.LastError != "" && it.State != outbox.StateSent {
+		if it.State == outbox.StateQueued && it.LastError != "" {
 			line += ": " + it.LastError
 		}
 		if line != last {
