@@ -151,6 +151,9 @@ func (e *SMTPError) Temporary() bool {
 
 // hint explains the replies whose text rarely tells the user what to do.
 func (e *SMTPError) hint() string {
+	if e.Command == "EHLO" || e.Command == "HELO" {
+		return "a server that checks the client's name wants this host's fully qualified name: set WithLocalName"
+	}
 	if !strings.HasPrefix(e.Command, "AUTH") {
 		return ""
 	}

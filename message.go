@@ -49,6 +49,12 @@ const (
 // Header is a header field of the caller's.
 type Header struct {
 	Name, Value string
+	// Raw writes Value exactly as given, for a value that is already
+	// correct RFC 5322 (a structured field such as Authentication-Results,
+	// a precomputed signature): no RFC 2047 encoding, no folding. It must
+	// be printable ASCII with spaces and tabs, folded, if at all, with
+	// CRLF followed by a space or tab, each line at most 998 characters.
+	Raw bool
 }
 
 // Message is an e-mail to send. Fill in the fields, add attachments with
@@ -95,6 +101,10 @@ type Message struct {
 	// Envelope, if set, replaces the envelope derived from From, To, Cc
 	// and Bcc.
 	Envelope *Envelope
+
+	// Calendar, if set, makes the message a calendar invitation (or
+	// cancellation, reply...): see Calendar.
+	Calendar *Calendar
 
 	// DKIM, if set, signs this message with these signatures instead of
 	// the Connection's (WithDKIM).
@@ -174,6 +184,11 @@ func (m *Message) Validate() error {
 			return err
 		}
 	}
+	if m.Calendar != nil {
+		if err := m.Calendar.check(); err != nil {
+			return err
+		}
+	}
 	return checkDKIM(m.DKIM)
 }
 
@@ -227,7 +242,37 @@ func checkHeader(h Header) error {
 	if managedHeaders[strings.ToLower(h.Name)] {
 		return fmt.Errorf("mailer: header %q is set from the Message's fields", h.Name)
 	}
+	if h.Raw {
+		return checkRawValue(h.Name, h.Value)
+	}
 	return checkText("header "+h.Name, h.Value, true)
+}
+
+// checkRawValue checks a Raw header value: printable ASCII, spaces and
+// tabs; CR and LF only as CRLF followed by white space (folding, RFC 5322
+// 2.2.3) with something after it; lines within RFC 5322 2.1.1's 998
+// characters.
+func checkRawValue(name, v string) error {
+	lines := strings.Split(v, "\r\n")
+	for i, l := range lines {
+		if strings.ContainsAny(l, "\r\n\x00") {
+			return fmt.Errorf("%w: raw header %s: a CR or LF that is not folding", ErrHeaderInjection, quoteCut(name))
+		}
+		if i > 0 && (!strings.HasPrefix(l, " ") && !strings.HasPrefix(l, "\t") || strings.TrimLeft(l, " \t") == "") {
+			return fmt.Errorf("%w: raw header %s: a line break not followed by folded text", ErrHeaderInjection, quoteCut(name))
+		}
+		if strings.IndexFunc(l, func(c rune) bool { return (c < ' ' || c > '~') && c != '\t' }) >= 0 {
+			return fmt.Errorf("mailer: raw header %s: only printable ASCII, spaces and tabs", quoteCut(name))
+		}
+		n := len(l)
+		if i == 0 {
+			n += len(name) + len(": ")
+		}
+		if n > 998 {
+			return fmt.Errorf("mailer: raw header %s: a line longer than 998 characters; fold it", quoteCut(name))
+		}
+	}
+	return nil
 }
 
 // prepared is a message fixed for one send: its envelope and the values

@@ -573,3 +573,31 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestRawHeaders: a raw value is written exactly as given, folding
+// included; anything that could inject a field or break the header is
+// refused.
+func TestRawHeaders(t *testing.T) {
+	folded := "mx.example.test;\r\n\tdkim=pass header.d=example.test header.s=s1 header.b=AbCdEfGh;\r\n\tspf=pass smtp.mailfrom=example.test"
+	m := &Message{From: Recipient{Address: "a@example.test"}, To: []Recipient{{Address: "b@example.test"}}, Subject: "s", Text: "x",
+		Headers: []Header{{Name: "Authentication-Results", Value: folded, Raw: true}, {Name: "X-Long", Value: strings.Repeat("word ", 30), Raw: true}}}
+	var b bytes.Buffer
+	if _, err := m.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\r\nAuthentication-Results: " + folded + "\r\n", "\r\nX-Long: " + strings.Repeat("word ", 30) + "\r\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("not written as given: %q\n%s", want, b.String())
+		}
+	}
+	for _, v := range []string{"a\r\nBcc: x@example.test", "a\nb", "a\rb", "a\r\n", "a\r\n \r\n b", "caf\u00e9", "a\x00b", strings.Repeat("x", 995)} {
+		m.Headers = []Header{{Name: "X-Raw", Value: v, Raw: true}}
+		if err := m.Validate(); err == nil {
+			t.Errorf("raw value %q accepted", v)
+		}
+	}
+	m.Headers = []Header{{Name: "Subject", Value: "x", Raw: true}}
+	if err := m.Validate(); err == nil {
+		t.Error("a managed field accepted as raw")
+	}
+}

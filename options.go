@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -86,7 +88,6 @@ func newConfig(server string, opts []Option) (*config, error) {
 		idleTimeout:      defaultIdleTimeout,
 		retry:            RetryPolicy{Attempts: 1},
 		minDataRate:      defaultMinDataRate,
-		localName:        "localhost",
 		maxConns:         1,
 		pipelineDepth:    defaultPipelineDepth,
 	}
@@ -129,6 +130,17 @@ func (c *config) partial(p DeliveryPolicy) bool {
 	}
 	return c.partialDelivery
 }
+
+// hostName is the machine's name when it is fully qualified (has a dot
+// and is a valid domain), else "".
+var hostName = sync.OnceValue(func() string {
+	h, err := os.Hostname()
+	h = strings.TrimSuffix(h, ".")
+	if err != nil || !strings.Contains(h, ".") || !validDomain(h) {
+		return ""
+	}
+	return h
+})
 
 // splitServer accepts "host" or "host:port" (with brackets for IPv6).
 func splitServer(server string) (string, int, error) {
@@ -292,7 +304,11 @@ func durationOption(name string, d time.Duration, field func(*config) *time.Dura
 }
 
 // WithLocalName sets the name the client gives in EHLO/HELO. The default is
-// "localhost"; servers that check it want the sending host's public name.
+// the machine's fully qualified name when its host name has a dot, else the
+// address literal of the connection's local end ("[192.0.2.1]", RFC 5321
+// 4.1.4), or "localhost" through a proxy, whose server sees another
+// address. Relays that check the name (smtp-relay.gmail.com refuses
+// "localhost") want the sending host's public name.
 func WithLocalName(name string) Option {
 	return func(c *config) error {
 		if name == "" || strings.IndexFunc(name, func(r rune) bool { return r == ' ' || unicode.IsControl(r) }) >= 0 {

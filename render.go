@@ -90,12 +90,27 @@ func (m *Message) structure(seed string) *part {
 			body = multipart(seed, &n, "related", parts...)
 		}
 	}
+	var invite *part
+	if m.Calendar != nil {
+		invite = calendarPart(m.Calendar)
+		regular = append(regular, m.Calendar.attachment())
+	}
 	if m.Text != "" || body == nil && len(regular) == 0 {
 		text := &part{header: plainHeader, text: m.Text}
 		if body == nil {
 			body = text
 		} else {
 			body = multipart(seed, &n, "alternative", text, body)
+		}
+	}
+	if invite != nil {
+		switch {
+		case body == nil:
+			body = invite
+		case body.boundary != "" && strings.HasPrefix(body.header[0][1], "multipart/alternative"):
+			body.parts = append(body.parts, invite)
+		default:
+			body = multipart(seed, &n, "alternative", body, invite)
 		}
 	}
 	if len(regular) == 0 {
@@ -174,6 +189,10 @@ func (p *prepared) headerFields() ([][2]string, error) {
 		}
 	}
 	for _, h := range m.Headers {
+		if h.Raw {
+			add(rawMark+h.Name, h.Value)
+			continue
+		}
 		add(h.Name, encodeWord(h.Value))
 	}
 	add("MIME-Version", "1.0")
@@ -285,6 +304,13 @@ func (pt *part) check() error {
 // character other than TAB).
 func checkFields(fields [][2]string) error {
 	for _, f := range fields {
+		if name, ok := strings.CutPrefix(f[0], rawMark); ok {
+			// Checked by checkRawValue, folding included.
+			if err := checkRawValue(name, f[1]); err != nil {
+				return err
+			}
+			continue
+		}
 		if strings.ContainsAny(f[1], "\r\n\x00") {
 			return fmt.Errorf("%w: rendering %s: %s", ErrHeaderInjection, quoteCut(f[0]), quoteCut(f[1]))
 		}
@@ -298,6 +324,11 @@ func checkFields(fields [][2]string) error {
 	return nil
 }
 
+// rawMark starts the name of a field whose value is written as given
+// (Header.Raw): no field name can hold a NUL, so it cannot be confused with
+// one.
+const rawMark = "\x00"
+
 // foldLen is the line length past which go-message folds a header field,
 // under RFC 5322 2.1.1's 78 characters.
 const foldLen = 76
@@ -309,6 +340,13 @@ const foldLen = 76
 // which took a third of the rendering time. go-message folds the others.
 func (r *renderer) writeHeader(fields [][2]string) error {
 	for _, f := range fields {
+		if name, ok := strings.CutPrefix(f[0], rawMark); ok {
+			r.bw.WriteString(name)
+			r.bw.WriteString(": ")
+			r.bw.WriteString(f[1])
+			r.bw.WriteString("\r\n")
+			continue
+		}
 		if len(f[0])+len(": ")+len(f[1]) > foldLen {
 			var h gmtextproto.Header
 			h.Add(f[0], f[1])

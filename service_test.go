@@ -760,3 +760,29 @@ func TestSendAllRetries(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultLocalName: without WithLocalName the client gives the
+// machine's fully qualified name, else its address literal; a refused
+// EHLO says what to set.
+func TestDefaultLocalName(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv)
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	want := hostName()
+	if want == "" {
+		want = "[127.0.0.1]"
+	}
+	if got := srv.Messages()[0].Helo; got != want {
+		t.Errorf("EHLO %q, want %q", got, want)
+	}
+	refusing := newTestServer(t,
+		mailertest.WithFault(mailertest.Fault{Command: "EHLO", Action: mailertest.Reply, Code: 550, Enhanced: "5.7.1", Text: "bad name"}),
+		mailertest.WithFault(mailertest.Fault{Command: "HELO", Action: mailertest.Reply, Code: 550, Enhanced: "5.7.1", Text: "bad name"}))
+	_, err := sendRaw(t, plainConnect(t, refusing))
+	var se *SMTPError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "WithLocalName") {
+		t.Errorf("refused EHLO: %v", err)
+	}
+}

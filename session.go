@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -244,7 +245,7 @@ func (s *session) hello(ctx context.Context) error {
 	s.c.CommandTimeout = s.cfg.timeout
 	s.c.SubmissionTimeout = s.cfg.dataTimeout
 	s.t.startCapture()
-	err := s.c.Hello(s.cfg.localName)
+	err := s.c.Hello(s.localName())
 	reply := s.t.stopCapture()
 	if err != nil {
 		return s.fail(ctx, "EHLO", s.cfg.timeout, err)
@@ -252,6 +253,29 @@ func (s *session) hello(ctx context.Context) error {
 	s.ext = parseEHLO(reply)
 	s.t.ackAtOnce(s.has("PIPELINING"))
 	return nil
+}
+
+// localName returns the EHLO name: the configured one, else the machine's
+// fully qualified name, else the address literal of the local end (not
+// through a proxy, whose server sees the proxy's address), else
+// "localhost".
+func (s *session) localName() string {
+	if s.cfg.localName != "" {
+		return s.cfg.localName
+	}
+	if h := hostName(); h != "" {
+		return h
+	}
+	if ta, ok := s.t.LocalAddr().(*net.TCPAddr); ok && s.cfg.proxy == nil && s.cfg.dialer == nil && !s.cfg.proxyFromEnv {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			ip = ip.Unmap()
+			if ip.Is4() {
+				return "[" + ip.String() + "]"
+			}
+			return "[IPv6:" + ip.String() + "]"
+		}
+	}
+	return "localhost"
 }
 
 // startTLS upgrades the connection. go-smtp's own STARTTLS cannot be used:

@@ -13,6 +13,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 	"github.com/gomailer/mailer"
 	"github.com/gomailer/mailer/bench/relay"
@@ -374,18 +377,21 @@ func main() {
 		fmt.Println()
 	}
 	// The memory figure needs a server outside the measured process.
-	memoryTable(servers[len(servers)-1])
-	memoryTable(servers[0]) // mailertest: CHUNKING, so mailer's BDAT path
+	plain := []string{"go-smtp+go-message", "mailer", "go-mail"}
+	memoryTable(servers[len(servers)-1], "renders and sends it", plain...)
+	memoryTable(servers[0], "renders and sends it", plain...) // mailertest: CHUNKING, so mailer's BDAT path
+	memoryTable(servers[0], "DKIM-signs (Ed25519) and sends it",
+		"go-msgauth (sign only)", "mailer + DKIM (read-once attachment)", "mailer + DKIM (file attachment)")
 	renderTable()
 }
 
 // memoryTable runs each client in a child process that renders and sends a
 // message with a 50 MiB attachment, and reports peak heap and RSS.
-func memoryTable(srv server) {
-	fmt.Printf("### 50 MiB attachment: peak heap and peak RSS of a process that renders and sends it (to %s)\n\n", srv.name)
+func memoryTable(srv server, title string, names ...string) {
+	fmt.Printf("### 50 MiB attachment: peak heap and peak RSS of a process that %s (to %s)\n\n", title, srv.name)
 	fmt.Printf("| client | peak heap MiB | ratio | peak RSS MiB | ratio |\n|---|---|---|---|---|\n")
 	var baseHeap, baseRSS float64
-	for _, name := range []string{"go-smtp+go-message", "mailer", "go-mail"} {
+	for _, name := range names {
 		out, err := exec.Command(os.Args[0], "-child", name, "-addr", srv.addr).Output()
 		if err != nil {
 			log.Printf("%s: %v", name, err)
@@ -399,6 +405,58 @@ func memoryTable(srv server) {
 		fmt.Printf("| %s | %.1f | %.2f | %.1f | %.2f |\n", name, heap, heap/baseHeap, rss, rss/baseRSS)
 	}
 	fmt.Println()
+}
+
+// dkimKey is the signing key of the DKIM memory figures.
+var dkimKey = func() ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// bigSigned measures DKIM signing of the 50 MiB message: go-msgauth
+// hashing mailer's rendering directly (the reference), and mailer signing
+// and sending it with the attachment read once (spooled) or from a file
+// (rendered twice).
+func bigSigned(ctx context.Context, name, addr string, body io.Reader) error {
+	msg := &mailer.Message{From: mailer.Recipient{Address: from}, To: []mailer.Recipient{{Address: to}}, Text: "big"}
+	sig := mailer.DKIM{Domain: "example.com", Selector: "s", Key: dkimKey}
+	switch name {
+	case "go-msgauth (sign only)":
+		msg.AttachReader("big.bin", body)
+		signer, err := dkim.NewSigner(&dkim.SignOptions{Domain: sig.Domain, Selector: sig.Selector, Signer: dkimKey})
+		if err != nil {
+			return err
+		}
+		if _, err := msg.WriteTo(signer); err != nil {
+			return err
+		}
+		return signer.Close()
+	case "mailer + DKIM (file attachment)":
+		f, err := os.CreateTemp("", "bench-big-*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		if _, err := io.Copy(f, body); err != nil {
+			return err
+		}
+		f.Close()
+		if _, err := msg.AttachFile(f.Name()); err != nil {
+			return err
+		}
+	default:
+		msg.AttachReader("big.bin", body)
+	}
+	c, err := mailer.NewConnection(addr, mailer.WithSecurity(mailer.SecurityNone), mailer.WithDKIM(sig))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Send(ctx, msg)
+	return err
 }
 
 // pattern is an endless cheap reader.
@@ -440,6 +498,8 @@ func bigSend(name, addr string) {
 		msg.AttachReader("big.bin", body)
 		_, err = c.Send(ctx, msg)
 		c.Close()
+	case "go-msgauth (sign only)", "mailer + DKIM (read-once attachment)", "mailer + DKIM (file attachment)":
+		err = bigSigned(ctx, name, addr, body)
 	case "go-mail":
 		host, port, _ := strings.Cut(addr, ":")
 		var p int
