@@ -65,15 +65,15 @@ type Item struct {
 
 // Result is the per-recipient outcome of a delivery attempt.
 type Result struct {
-	Accepted []string    `json:"accepted,omitempty"`
-	Rejected []Rejection `json:"rejected,omitempty"`
-	Response string      `json:"response,omitempty"` // the server's reply to the message
+	Accepted []string    `json:"accepted,omitempty"` // envelope recipients the server took
+	Rejected []Rejection `json:"rejected,omitempty"` // recipients it refused, with its reply
+	Response string      `json:"response,omitempty"` // its reply to the message, often a queue ID
 }
 
 // Rejection is one recipient the server refused.
 type Rejection struct {
-	Address      string `json:"address"`
-	Code         int    `json:"code,omitempty"`
-	EnhancedCode string `json:"enhanced_code,omitempty"`
-	Message      string `json:"message"`
+	Address      string `json:"address"`                 // as sent in RCPT TO
+	Code         int    `json:"code,omitempty"`          // the reply code, 0 if it was no reply
+	EnhancedCode string `json:"enhanced_code,omitempty"` // such as "5.1.1", "" if none
+	Message      string `json:"message"`                 // the reply text, or the error
 }
