@@ -40,8 +40,9 @@ type Config struct {
 	SendTimeout time.Duration
 	// RescueAfter is how long a job may stay running before River's
 	// rescuer hands it to a worker again, which is how a delivery cut
-	// short by a crash is found; it must exceed SendTimeout. 0 means one
-	// hour.
+	// short by a crash is found; it must exceed SendTimeout, by a minute
+	// or more in production so that an attempt that timed out has
+	// recorded its outcome first. 0 means one hour.
 	RescueAfter time.Duration
 	// KeepSent is how long a delivered message stays in the outbox (body
 	// and results) before it is deleted; 0 means 24 hours, a negative

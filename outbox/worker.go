@@ -85,9 +85,12 @@ func (w *sendWorker[TTx]) Work(ctx context.Context, job *river.Job[sendArgs]) er
 		o.event(ctx, "outbox: resending after an attempt was cut short", mid,
 			slog.Int("attempt", r.attempt), slog.Bool("after_final_dot", r.dataDone))
 	}
+	// The claim holds only if the row is as read: an earlier attempt still
+	// alive that marks the end of its message meanwhile wins, and this
+	// attempt then finds the mark when River runs the job again.
 	n, err := o.b.pool.exec(ctx, `UPDATE mailer_outbox SET state = ?, attempt = ?, data_done = 0, updated_at = ?
-WHERE id = ? AND state = ? AND attempt = ?`,
-		string(StateSending), job.Attempt, time.Now().UnixMicro(), r.id, string(r.state), r.attempt)
+WHERE id = ? AND state = ? AND attempt = ? AND data_done = ?`,
+		string(StateSending), job.Attempt, time.Now().UnixMicro(), r.id, string(r.state), r.attempt, dataDone)
 	if err != nil {
 		return err
 	}
