@@ -42,7 +42,7 @@ type Config struct {
 	// rescuer hands it to a worker again, which is how a delivery cut
 	// short by a crash is found; it must exceed SendTimeout, by a minute
 	// or more in production so that an attempt that timed out has
-	// recorded its outcome first. 0 means one hour.
+	// recorded its outcome first. 0 means SendTimeout plus five minutes.
 	RescueAfter time.Duration
 	// KeepSent is how long a delivered message stays in the outbox (body
 	// and results) before it is deleted; 0 means 24 hours, a negative
@@ -86,7 +86,7 @@ func (c *Config) withDefaults() Config {
 		out.SendTimeout = 15 * time.Minute
 	}
 	if out.RescueAfter <= 0 {
-		out.RescueAfter = time.Hour
+		out.RescueAfter = out.SendTimeout + 5*time.Minute
 	}
 	if out.KeepSent == 0 {
 		out.KeepSent = 24 * time.Hour
