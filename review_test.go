@@ -1,0 +1,342 @@
+package mailer
+
+// Adversarial review (branch review2): each TestReview* test below fails on
+// the code it was written against and states, in its comment, what is
+// expected and what happens instead.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomailer/mailer/mailertest"
+)
+
+// reviewCtx is a context that ends after d, so that a hang shows up as a
+// failure instead of a stuck test binary.
+func reviewCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestReviewSendAllRetryDeadlock: SendAll retries a message on its own
+// goroutine, which must take a session slot (c.run -> acquire), while
+// every slot is held by a worker blocked in stream's take() waiting for
+// the next job; the feeder cannot hand it one, because the order buffer
+// (maxConns*depth*2) is full and the caller's loop waits for the retried
+// message, first in order. So a 451 to the first message's MAIL in a batch
+// of more than ~16 messages stalls SendAll until the caller's context ends.
+//
+// Expected: all 40 messages delivered, message 0 after 2 attempts, well
+// within the 10 s context. Actual: nothing more happens until the context
+// ends; the results are context errors.
+func TestReviewSendAllRetryDeadlock(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "MAIL", Conn: 1, Nth: 1,
+		Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0", Text: "try later"}))
+	c := retrying(t, srv)
+	ctx := reviewCtx(t, 10*time.Second)
+	start := time.Now()
+	outs := collect(c.SendAll(ctx, slices.Values(streamMsgs(40, nil, nil))))
+	took := time.Since(start)
+	failed := 0
+	for i, o := range outs {
+		if o.err != nil {
+			failed++
+			if failed < 3 {
+				t.Errorf("message %d: %v", i, o.err)
+			}
+		}
+	}
+	if failed > 0 || took > 5*time.Second {
+		t.Errorf("%d of %d messages failed, SendAll took %v (the context's end freed it)", failed, len(outs), took)
+	}
+	if n := len(srv.Messages()); n != 40 {
+		t.Errorf("%d messages arrived, want 40", n)
+	}
+}
+
+// TestReviewCloseInterruptsRateLimitWait: Close "interrupts every operation
+// in flight", but a Send waiting for the rate limit waits on the caller's
+// context only (attempt.run calls c.limiter.wait(ctx) with the ctx given to
+// Send, not one that ends with Close), so it keeps waiting after Close.
+//
+// Expected: the waiting Send returns ErrClosed within a moment of Close.
+// Actual: it returns only when its own context ends (here after 3 s).
+func TestReviewCloseInterruptsRateLimitWait(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv, WithRateLimit(1, time.Hour, 1))
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	ctx := reviewCtx(t, 3*time.Second)
+	go func() {
+		_, err := c.SendRaw(ctx, testEnvelope, strings.NewReader(rawBody))
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the send is waiting for its token
+	start := time.Now()
+	c.Close()
+	err := <-done
+	if took := time.Since(start); took > time.Second || !errors.Is(err, ErrClosed) {
+		t.Errorf("Send after Close returned %v after %v; want ErrClosed at once", err, took)
+	}
+}
+
+// TestReviewShutdownDeadlineWithRetryPause: Shutdown(ctx) promises to
+// return ctx's error once ctx ends, having done what Close does. A Send in
+// its retry back-off pauses on the caller's context (policy.pause(ctx)),
+// which Close does not end, and Shutdown waits for it (<-drained) after
+// its own deadline.
+//
+// Expected: Shutdown with a 100 ms deadline returns about then.
+// Actual: it returns when the back-off (here up to 4 s) is over.
+func TestReviewShutdownDeadlineWithRetryPause(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "MAIL", Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0"}))
+	c := plainConnect(t, srv, WithRetry(RetryPolicy{Attempts: 2, Delay: 4 * time.Second, MaxDelay: 4 * time.Second}))
+	go c.SendRaw(reviewCtx(t, 10*time.Second), testEnvelope, strings.NewReader(rawBody))
+	waitFor(t, "the first attempt to fail", func() bool { return c.Stats().Retries == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.Shutdown(ctx)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Shutdown with a 100ms deadline returned %v after %v", err, took)
+	}
+}
+
+// TestReviewShutdownInsideSendAllLoop: Shutdown called from the body of a
+// SendAll loop (a service stopping when it sees a fatal result) never
+// returns, even with a deadline: SendAll holds c.active until the loop
+// ends, Shutdown waits for c.active, and after its deadline it calls Close
+// and then waits for c.active again (<-drained), forever.
+//
+// Expected: Shutdown returns ctx's error once its 200 ms deadline passes,
+// and the loop ends. Actual: it blocks; the test gives up after 3 s.
+func TestReviewShutdownInsideSendAllLoop(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv)
+	finished := make(chan error, 1)
+	go func() {
+		for _, err := range c.SendAll(context.Background(), slices.Values(streamMsgs(3, nil, nil))) {
+			_ = err
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			finished <- c.Shutdown(ctx)
+			cancel()
+			break
+		}
+	}()
+	select {
+	case err := <-finished:
+		if !errors.Is(err, context.DeadlineExceeded) && err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown called inside a SendAll loop did not return within 3 s (its deadline was 200 ms)")
+	}
+}
+
+
+// TestReviewSendAllRetrySkipsValidation: SendAll validates a message in
+// prepareTx, on a session. When no session can be had (a 421 greeting, a
+// refused connection) the job is finished before prepareTx and, if the
+// error is retryable, retried through attempt.run with j.st still zero:
+// the message is built and sent without ever being validated. A Bcc
+// address holding CRLF then goes unchecked into the pipelined RCPT line
+// (rcptLine writes the address as it is): SMTP command injection.
+//
+// Expected: the message fails with ErrHeaderInjection (as Send and a
+// SendAll without the fault make it fail) and the server never sees a
+// command for evil@example.test. Actual: after the retry, the server
+// receives "RCPT TO:<evil@example.test>".
+func TestReviewSendAllRetrySkipsValidation(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "GREETING", Conn: 1, Action: mailertest.Reply421}))
+	c := retrying(t, srv)
+	m := msgTo("inject@example.test", "to@example.test")
+	m.Bcc = []Recipient{{Address: "x@example.test>\r\nRCPT TO:<evil@example.test"}}
+	outs := collect(c.SendAll(reviewCtx(t, 10*time.Second), slices.Values([]*Message{m})))
+	if len(outs) != 1 || !errors.Is(outs[0].err, ErrHeaderInjection) {
+		t.Errorf("outcome %+v, want ErrHeaderInjection", outs)
+	}
+	for _, cmd := range srv.Commands() {
+		if strings.Contains(cmd, "evil@") {
+			t.Errorf("the server received the injected command %q", cmd)
+		}
+	}
+	for _, msg := range srv.Messages() {
+		if slices.Contains(msg.To, "evil@example.test") {
+			t.Errorf("delivered to the injected recipient: %v", msg.To)
+		}
+	}
+}
+
+// TestReviewSendAllNilMessagePanics: SendAll documents that an invalid
+// message is an error (and Send(nil) is one), but when the session for a
+// nil message cannot be had (the server is down), worker calls
+// next.finish, whose after builds c.messageSend(j.msg, ...), which reads
+// msg.DKIM through the nil pointer, on a worker goroutine: the process
+// crashes. Run in a child process so that the crash does not take the
+// other tests with it.
+//
+// Expected: one result, an error. Actual: a nil pointer panic.
+func TestReviewSendAllNilMessagePanics(t *testing.T) {
+	if os.Getenv("REVIEW_CHILD") == "nil-message" {
+		srv := mailertest.NewServer()
+		port := srv.Port()
+		srv.Close() // nothing listens: every dial is refused
+		c, err := NewConnection("127.0.0.1", WithPort(port), WithSecurity(SecurityNone))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, err := range c.SendAll(reviewCtx(t, 10*time.Second), slices.Values([]*Message{nil})) {
+			fmt.Println("result:", err)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReviewSendAllNilMessagePanics$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "REVIEW_CHILD=nil-message")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("SendAll of a nil message with the server down crashed: %v\n%s", err, firstLines(string(out), 12))
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+// TestReviewSendAllRSETRefusalDuplicates: in a SendAll stream each
+// transaction after the first is "RSET, MAIL, RCPT, BDAT ... LAST" in one
+// write. When the server answers the RSET with a 4xx but carries out the
+// rest (MAIL 250, RCPT 250, BDAT LAST 250: the message is committed),
+// readTx stops at the RSET reply and returns it as a fatal error; it is a
+// reply, so read() does not make it ErrOutcomeUnknown, and a 451 to RSET
+// counts as retryable: the message, already delivered, is sent again.
+//
+// Expected: every message arrives once (or the second one ends in
+// ErrOutcomeUnknown, never retried). Actual: message 1 arrives twice.
+func TestReviewSendAllRSETRefusalDuplicates(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "RSET", Conn: 1, Nth: 1,
+		Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0", Text: "local error"}))
+	c := retrying(t, srv)
+	outs := collect(c.SendAll(reviewCtx(t, 10*time.Second), slices.Values(streamMsgs(2, nil, nil))))
+	ids := map[string]int{}
+	for _, m := range srv.Messages() {
+		for _, id := range []string{"m0@example.test", "m1@example.test"} {
+			if strings.Contains(string(m.Data), "<"+id+">") {
+				ids[id]++
+			}
+		}
+	}
+	for id, n := range ids {
+		if n > 1 {
+			t.Errorf("%s delivered %d times; results: %+v %+v", id, n, outs[0], outs[1])
+		}
+	}
+}
+
+// TestReviewSendEMLResentBlockOrder: the topmost resent block is taken to
+// be every field before the second Resent-Date. RFC 5322 3.6.6 fixes no
+// order inside a block, and a block whose Resent-Date comes last (here
+// Resent-From, Resent-To, Resent-Date) puts the older block's Resent-To
+// before the second Resent-Date: the message is sent again to the people
+// of the earlier resending.
+//
+// Expected: RCPT to new@example.test only. Actual: also to
+// older@example.test, who got the message when it was first resent.
+func TestReviewSendEMLResentBlockOrder(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv)
+	eml := "Resent-From: r@example.test\nResent-To: new@example.test\nResent-Date: Mon, 1 Dec 2026 10:00:00 +0000\n" +
+		"Resent-From: old@example.test\nResent-To: older@example.test\nResent-Date: Sun, 30 Nov 2026 10:00:00 +0000\n" +
+		"From: a@example.test\nTo: b@example.test\nSubject: x\n\nbody\n"
+	if _, err := c.SendEML(testCtx(t), strings.NewReader(eml)); err != nil {
+		t.Fatal(err)
+	}
+	m := srv.Messages()[0]
+	if m.From != "r@example.test" || !slices.Equal(m.To, []string{"new@example.test"}) {
+		t.Errorf("envelope %s -> %v, want r@example.test -> [new@example.test]", m.From, m.To)
+	}
+}
+
+// TestReviewStatsSessionsBalance: Stats says SessionsClosed counts closed
+// sessions, HealthChecksFailed being some of them. A pooled session found
+// dead by the health check is closed in acquire (s.close()) without
+// sessionsClosed.Add, and the idle sessions that Close QUITs are not
+// counted either, so SessionsOpened - SessionsClosed no longer gives the
+// sessions open.
+//
+// Expected: after a failed health check, Opened - Closed == Idle (1); after
+// Close, Opened == Closed. Actual: Closed lags by one in each case.
+func TestReviewStatsSessionsBalance(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithIdleTimeout(100*time.Millisecond))
+	c := plainConnect(t, srv, WithIdleTimeout(0), WithHealthCheck(50*time.Millisecond))
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // the server drops the idle session
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.HealthChecksFailed != 1 {
+		t.Fatalf("the health check did not run: %+v", st)
+	}
+	if st.SessionsOpened-st.SessionsClosed != int64(st.Idle) {
+		t.Errorf("after a failed health check: opened %d, closed %d, idle %d (HealthChecksFailed %d not counted as closed)",
+			st.SessionsOpened, st.SessionsClosed, st.Idle, st.HealthChecksFailed)
+	}
+	c.Close()
+	if st := c.Stats(); st.SessionsOpened != st.SessionsClosed {
+		t.Errorf("after Close: opened %d, closed %d", st.SessionsOpened, st.SessionsClosed)
+	}
+}
+
+// TestReviewRetryAttachReader: a Message with an AttachReader attachment
+// whose reader was consumed by the first attempt is retried anyway
+// (deliver gets rewind == nil for Send); the second rendering fails with
+// "its reader was already read", which replaces the first attempt's
+// temporary error. With WithDKIM the reader is consumed at build time (to
+// the spool, closed after each attempt), so even a 451 to MAIL, before any
+// data, turns into that permanent-looking error although the content was
+// held in the spool. Without DKIM the same happens with CHUNKING, whose
+// data goes before MAIL's reply.
+//
+// Expected: either the retry succeeds with the attachment intact, or the
+// send returns the 451 (IsTemporary true). Actual: a readerError or the
+// "already read" error, IsTemporary false, counted in FailedPermanent.
+func TestReviewRetryAttachReader(t *testing.T) {
+	sigs, _ := testSigs(t)
+	for _, dkim := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dkim=%v", dkim), func(t *testing.T) {
+			srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "MAIL", Conn: 1, Nth: 1, Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0"}))
+			var opts []Option
+			if dkim {
+				opts = append(opts, WithDKIM(sigs...))
+			}
+			c := retrying(t, srv, opts...)
+			m := msgTo("reader@example.test", "to@example.test")
+			m.AttachReader("report.txt", strings.NewReader("the only copy of the report"))
+			res, err := c.Send(testCtx(t), m)
+			var se *SMTPError
+			switch {
+			case err == nil:
+				if msgs := srv.Messages(); len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "dGhlIG9ubHkgY29weSBvZiB0aGUgcmVwb3J0") {
+					t.Errorf("retried without the attachment's content (%d messages)", len(msgs))
+				}
+				_ = res
+			case !IsTemporary(err) || !errors.As(err, &se) || se.Code != 451:
+				t.Errorf("got %v (IsTemporary %v), want the 451 or a successful retry; stats %+v", err, IsTemporary(err), c.Stats())
+			}
+		})
+	}
+}
