@@ -143,7 +143,6 @@ func TestReviewShutdownInsideSendAllLoop(t *testing.T) {
 	}
 }
 
-
 // TestReviewSendAllRetrySkipsValidation: SendAll validates a message in
 // prepareTx, on a session. When no session can be had (a 421 greeting, a
 // refused connection) the job is finished before prepareTx and, if the
