@@ -339,3 +339,77 @@ func TestReviewRetryAttachReader(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewSendAllRateLimitIdlesSession: SendAll takes a session (dial,
+// EHLO) before it waits for the rate limit (worker acquires, then stream
+// calls admit), and nothing checks the session after the wait. When the
+// wait is longer than the server's idle timeout (a slow limit, or one the
+// adaptive rule slowed down to 1/64 of its rate) the server has closed the
+// session ("421 4.4.2 Idle timeout") by the time the message goes, on every
+// path: every message after the first fails. Send waits before taking a
+// session and has no such problem.
+//
+// Expected: the 2 messages are delivered (the rate limit only delays
+// them). Actual: the second fails with "421 4.4.2 Idle timeout" (RSET or
+// MAIL), with CHUNKING, DATA and without PIPELINING alike.
+func TestReviewSendAllRateLimitIdlesSession(t *testing.T) {
+	for _, srvOpts := range [][]mailertest.Option{nil, {mailertest.WithoutChunking()}, {mailertest.WithoutPipelining()}} {
+		srv := newTestServer(t, append(srvOpts, mailertest.WithIdleTimeout(200*time.Millisecond))...)
+		c := plainConnect(t, srv, WithRateLimit(1, 700*time.Millisecond, 1))
+		for i, o := range collect(c.SendAll(testCtx(t), slices.Values(streamMsgs(2, nil, nil)))) {
+			if o.err != nil {
+				t.Errorf("server options %d: message %d: %v", len(srvOpts), i, o.err)
+			}
+		}
+	}
+}
+
+// TestReviewCalendarMethodTricks: Calendar.check takes the first line
+// that reads "METHOD:" after trimming, so a folded continuation line of
+// another property (" METHOD:REQUEST", RFC 5545 3.1) counts as the METHOD
+// property, and a second, different METHOD is never looked at. The part
+// then says method=REQUEST while the calendar's METHOD is CANCEL: a
+// client shows an invitation for what the organiser's calendar says is a
+// cancellation (or the reverse).
+//
+// Expected: Validate refuses both calendars. Actual: both are accepted.
+func TestReviewCalendarMethodTricks(t *testing.T) {
+	folded := strings.Replace(testICS, "PRODID:-//example//test//EN\r\nMETHOD:REQUEST\r\n",
+		"PRODID:-//example//test//EN\r\n METHOD:REQUEST\r\nMETHOD:CANCEL\r\n", 1)
+	twice := strings.Replace(testICS, "METHOD:REQUEST\r\n", "METHOD:REQUEST\r\nMETHOD:CANCEL\r\n", 1)
+	for name, data := range map[string]string{"folded continuation": folded, "two METHODs": twice} {
+		m := msgTo("cal@example.test", "to@example.test")
+		m.Calendar = &Calendar{Method: "REQUEST", Data: []byte(data)}
+		if err := m.Validate(); err == nil {
+			t.Errorf("%s: a calendar whose METHOD is CANCEL was accepted as a REQUEST", name)
+		}
+	}
+}
+
+// TestReviewDSNDroppedForIDNRecipient: DSN.check matches DSN.Recipients
+// keys to recipients with the domain case-folded, but when the server
+// lacks SMTPUTF8 and the domain is converted to punycode, renamed looks
+// the key up exactly, finds nothing, and rcptOptions then compares the
+// key's Unicode domain with the punycode one: the recipient's NOTIFY and
+// ORCPT are silently dropped, which the docs say never happens.
+//
+// Expected: "RCPT TO:<user@xn--bcher-kva.example> NOTIFY=SUCCESS,FAILURE".
+// Actual: the RCPT carries no NOTIFY.
+func TestReviewDSNDroppedForIDNRecipient(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithDSN())
+	c := plainConnect(t, srv)
+	m := msgTo("dsn@example.test", "user@bücher.example")
+	m.DSN = &DSN{Recipients: map[string]DSNRecipient{"user@Bücher.example": {Notify: []DSNNotify{DSNSuccess, DSNFailure}}}}
+	if _, err := c.Send(testCtx(t), m); err != nil {
+		t.Fatal(err)
+	}
+	var rcpt string
+	for _, cmd := range srv.Commands() {
+		if strings.HasPrefix(cmd, "RCPT") {
+			rcpt = cmd
+		}
+	}
+	if !strings.Contains(rcpt, "NOTIFY=SUCCESS,FAILURE") {
+		t.Errorf("RCPT sent as %q: the recipient's DSN options were dropped", rcpt)
+	}
+}
