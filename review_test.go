@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -411,5 +412,41 @@ func TestReviewDSNDroppedForIDNRecipient(t *testing.T) {
 	}
 	if !strings.Contains(rcpt, "NOTIFY=SUCCESS,FAILURE") {
 		t.Errorf("RCPT sent as %q: the recipient's DSN options were dropped", rcpt)
+	}
+}
+
+// TestReviewPartialRetrySendRawNotRewound: attempt.finish calls rewind
+// only while nothing was delivered (total == nil); a partial-delivery
+// retry of the recipients refused with 4xx runs without rewinding the
+// SendRaw (or SendEML) reader, which the first attempt read to its end.
+// The retry sends what is left, nothing, and the server delivers an empty
+// message to the retried recipient; with a read-once reader the same
+// happens, where the retry should not be made at all.
+//
+// Expected: b@example.test receives the same message as a@example.test
+// (seekable reader), or is reported refused and never sent an empty
+// message (read-once reader). Actual: an empty message is delivered to
+// b@example.test in both cases.
+func TestReviewPartialRetrySendRawNotRewound(t *testing.T) {
+	for _, seekable := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seekable=%v", seekable), func(t *testing.T) {
+			srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "RCPT", Conn: 1, Nth: 2,
+				Action: mailertest.Reply, Code: 451, Enhanced: "4.3.0", Text: "later"}))
+			c := retrying(t, srv)
+			env := Envelope{From: "from@example.test", To: []string{"a@example.test", "b@example.test"}, Delivery: DeliveryPartial}
+			var r io.Reader = strings.NewReader(rawBody)
+			if !seekable {
+				r = io.MultiReader(r)
+			}
+			res, err := c.SendRaw(testCtx(t), env, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range srv.Messages() {
+				if string(m.Data) != rawBody {
+					t.Errorf("message to %v: %q (want the whole message); result %+v", m.To, m.Data, res)
+				}
+			}
+		})
 	}
 }
