@@ -450,3 +450,60 @@ func TestReviewPartialRetrySendRawNotRewound(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewStaleSessionDKIMAttachReader: a pooled session found dead
+// before anything was sent (staleError, here the server's idle-timeout 421
+// seen by the probe) is replaced and the transaction built again, even
+// without WithRetry (deterministically so without PIPELINING, where the
+// 421 comes back as MAIL's reply and send returns staleError). With DKIM, a message with an AttachReader attachment
+// is read into a spool when the transaction is built, and the spool is
+// released after that first try; the rebuild reads the reader again and
+// fails. So with the default options a signed message with a streamed
+// attachment fails whenever its pooled session went stale.
+//
+// Expected: the message is sent on a new session (as it is without DKIM).
+// Actual: "attachment ...: its reader was already read".
+func TestReviewStaleSessionDKIMAttachReader(t *testing.T) {
+	sigs, records := testSigs(t)
+	srv := newTestServer(t, mailertest.WithIdleTimeout(200*time.Millisecond), mailertest.WithoutPipelining())
+	c := plainConnect(t, srv, WithDKIM(sigs...))
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the server closes the pooled session
+	m := msgTo("stale@example.test", "to@example.test")
+	m.AttachReader("report.txt", strings.NewReader("the only copy of the report"))
+	if _, err := c.Send(testCtx(t), m); err != nil {
+		t.Fatalf("Send on a stale pooled session: %v", err)
+	}
+	msgs := srv.Messages()
+	verifyDKIM(t, msgs[len(msgs)-1].Data, records, 2)
+}
+
+// TestReviewProbeMissesClosedSession: before a pipelined transaction on a
+// session idle for over a second, probe peeks at the socket with a read
+// deadline 1 µs ahead. Go's poller fails a read whose deadline has already
+// passed without looking at the socket, so the peek usually times out
+// before it reads the 421 (or the EOF) waiting there, and the session is
+// taken as alive: MAIL, RCPT and the whole message are written to a server
+// that has gone. With a 421 waiting, Send fails with "MAIL: 421" although
+// "a pooled session found dead is replaced even without WithRetry"; with a
+// silent close, the EOF after the message would be ErrOutcomeUnknown for a
+// message nobody received. Timing-dependent: it fails nearly every time
+// under -race, rarely without.
+//
+// Expected: both sends succeed, the second on a new session. Actual:
+// "mailer: MAIL: 421 4.4.2 Idle timeout, bye bye".
+func TestReviewProbeMissesClosedSession(t *testing.T) {
+	for _, srvOpts := range [][]mailertest.Option{nil, {mailertest.WithoutChunking()}} {
+		srv := newTestServer(t, append(srvOpts, mailertest.WithIdleTimeout(200*time.Millisecond))...)
+		c := plainConnect(t, srv)
+		if _, err := sendRaw(t, c); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // idle past the server's timeout and probeAfter
+		if _, err := sendRaw(t, c); err != nil {
+			t.Errorf("server options %d: Send on a pooled session the server closed: %v", len(srvOpts), err)
+		}
+	}
+}
