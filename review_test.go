@@ -507,3 +507,49 @@ func TestReviewProbeMissesClosedSession(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewSpoolLeakedWhenRateLimitEnds: on a server without PIPELINING,
+// SendAll's stream prepares a transaction (which, with DKIM and a
+// read-once attachment, spools the message to a temporary file) and only
+// then waits for the rate limit; when that wait ends with the context,
+// admit fails and the loop goes on without tx.done(): the spool's file
+// stays open (unlinked, so invisible in /tmp, but holding its disk space
+// and a descriptor) until a garbage collection happens to finalise it.
+//
+// Expected: no descriptor open on a mailer-spool file once SendAll has
+// returned. Actual: one is.
+func TestReviewSpoolLeakedWhenRateLimitEnds(t *testing.T) {
+	sigs, _ := testSigs(t)
+	srv := newTestServer(t, mailertest.WithoutPipelining())
+	c := plainConnect(t, srv, WithDKIM(sigs...), WithRateLimit(1, time.Hour, 1))
+	var msgs []*Message
+	for i := range 2 {
+		m := msgTo(fmt.Sprintf("spool%d@example.test", i), "to@example.test")
+		m.AttachReader("big.bin", &endless{left: 2 << 20})
+		msgs = append(msgs, m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	outs := collect(c.SendAll(ctx, slices.Values(msgs)))
+	if len(outs) != 2 || outs[0].err != nil || outs[1].err == nil {
+		t.Fatalf("outcomes %v", outs)
+	}
+	if open := spoolFiles(t); len(open) > 0 {
+		t.Errorf("spool files still open after SendAll returned: %v", open)
+	}
+}
+
+// spoolFiles lists this process's open descriptors on spool files.
+func spoolFiles(t *testing.T) []string {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	var out []string
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.Contains(target, "mailer-spool-") {
+			out = append(out, target)
+		}
+	}
+	return out
+}
