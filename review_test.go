@@ -553,3 +553,30 @@ func spoolFiles(t *testing.T) []string {
 	}
 	return out
 }
+
+// TestReviewStreamUnsentMessageReportedUnknown: when a stream's session
+// dies (here the server drops the connection after message 0's data)
+// while the writer is waiting for the rate limit, the writer, once
+// admitted, buffers message 1 (marking its end written) without checking
+// that the session is dead; the flush then fails and the reader abandons
+// it with ErrOutcomeUnknown, as if its end had reached the server. Not a
+// byte of message 1 was written to the socket: it provably was not
+// delivered, and a retry would have been safe.
+//
+// Expected: message 0 ErrOutcomeUnknown (correct), message 1 delivered on
+// a new session (or at least a retryable error). Actual: message 1 fails
+// with ErrOutcomeUnknown and is not retried.
+func TestReviewStreamUnsentMessageReportedUnknown(t *testing.T) {
+	srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "DOT", Conn: 1, Nth: 1, Action: mailertest.Drop}))
+	c := retrying(t, srv, WithRateLimit(1, 300*time.Millisecond, 1))
+	outs := collect(c.SendAll(testCtx(t), slices.Values(streamMsgs(2, nil, nil))))
+	if len(outs) != 2 {
+		t.Fatalf("%d results", len(outs))
+	}
+	if !errors.Is(outs[0].err, ErrOutcomeUnknown) {
+		t.Errorf("message 0: %v, want ErrOutcomeUnknown", outs[0].err)
+	}
+	if outs[1].err != nil {
+		t.Errorf("message 1, never written to the socket (the server saw %d MAIL): %v", count(srv.Commands(), "MAIL"), outs[1].err)
+	}
+}
