@@ -580,3 +580,35 @@ func TestReviewStreamUnsentMessageReportedUnknown(t *testing.T) {
 		t.Errorf("message 1, never written to the socket (the server saw %d MAIL): %v", count(srv.Commands(), "MAIL"), outs[1].err)
 	}
 }
+
+// TestReviewSendAllStatsMissSessionRefusals: a message the session cannot
+// take (a DSN the server does not announce, too large for its SIZE, a
+// UTF-8 address without SMTPUTF8) fails in prepareTx's s.check and is
+// ended with j.refuse, which settles it without the report that counts it
+// in Stats and logs it. Send counts the same failure in FailedPermanent.
+//
+// Expected: FailedPermanent 1 after SendAll's failure, as after Send's.
+// Actual: 0 after SendAll (and no "smtp message failed" event).
+func TestReviewSendAllStatsMissSessionRefusals(t *testing.T) {
+	m := func() *Message {
+		m := msgTo("dsn-stats@example.test", "to@example.test")
+		m.DSN = &DSN{Notify: []DSNNotify{DSNFailure}}
+		return m
+	}
+	srv := newTestServer(t) // no DSN announced
+	c := plainConnect(t, srv)
+	if _, err := c.Send(testCtx(t), m()); !errors.Is(err, ErrExtensionUnsupported) {
+		t.Fatalf("Send: %v", err)
+	}
+	if st := c.Stats(); st.FailedPermanent != 1 {
+		t.Fatalf("Send: stats %+v", st)
+	}
+	c2 := plainConnect(t, srv)
+	outs := collect(c2.SendAll(testCtx(t), slices.Values([]*Message{m()})))
+	if len(outs) != 1 || !errors.Is(outs[0].err, ErrExtensionUnsupported) {
+		t.Fatalf("SendAll: %v", outs)
+	}
+	if st := c2.Stats(); st.FailedPermanent != 1 {
+		t.Errorf("SendAll: FailedPermanent %d, want 1 as for Send (stats %+v)", st.FailedPermanent, st)
+	}
+}
