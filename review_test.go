@@ -612,3 +612,42 @@ func TestReviewSendAllStatsMissSessionRefusals(t *testing.T) {
 		t.Errorf("SendAll: FailedPermanent %d, want 1 as for Send (stats %+v)", st.FailedPermanent, st)
 	}
 }
+
+// TestReviewStaleRerunTruncatesSendRaw: Connection.run runs a transaction
+// again on a new session when the pooled one turns out dead before any
+// reply (staleError). With CHUNKING the first chunk of the body is read
+// from the caller's reader and written before the first reply is read, so
+// a pooled session that the server dropped (no 421, no probe: it idled
+// under a second) is reported stale after part of a SendRaw body was
+// consumed; run calls the build again without rewinding the reader, and
+// the new session sends what is left: the message arrives without its
+// header and first ~256 KiB, and SendRaw reports success. (No WithRetry
+// needed; Send with AttachReader gets "already read" on the same path.)
+//
+// Expected: the server receives the whole message, or SendRaw fails.
+// Actual: a truncated message is delivered and SendRaw returns nil.
+func TestReviewStaleRerunTruncatesSendRaw(t *testing.T) {
+	for _, seekable := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seekable=%v", seekable), func(t *testing.T) {
+			srv := newTestServer(t, mailertest.WithFault(mailertest.Fault{Command: "MAIL", Conn: 1, Nth: 2, Action: mailertest.Drop}))
+			c := plainConnect(t, srv)
+			if _, err := sendRaw(t, c); err != nil {
+				t.Fatal(err)
+			}
+			big := rawBody + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 16<<10)
+			var r io.Reader = strings.NewReader(big)
+			if !seekable {
+				r = io.MultiReader(r)
+			}
+			_, err := c.SendRaw(testCtx(t), testEnvelope, r)
+			msgs := srv.Messages()
+			if err == nil && (len(msgs) != 2 || string(msgs[1].Data) != big) {
+				got := []byte{}
+				if len(msgs) == 2 {
+					got = msgs[1].Data
+				}
+				t.Errorf("SendRaw succeeded but the server got %d of %d bytes, starting %q", len(got), len(big), got[:min(len(got), 40)])
+			}
+		})
+	}
+}
