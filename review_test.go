@@ -651,3 +651,24 @@ func TestReviewStaleRerunTruncatesSendRaw(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewSendEMLLongHeaderLine: SendEML documents that a header larger
+// than 1 MiB is an error, but readEMLHeader reads lines with ReadSlice on
+// a bufio.Reader of the default 4096 bytes, so any header line over 4 KiB
+// (a long unfolded To or References line, common in generated mail) fails
+// with ErrBufferFull, reported as "longer than 1048576 bytes".
+//
+// Expected: a message whose header has one 6000-byte line, far below the
+// documented 1 MiB bound, is sent (or refused with an error naming the
+// real limit: RFC 5322 caps lines at 998, which the doc does not say is
+// enforced). Actual: "mailer: SendEML: a header line or the header is
+// longer than 1048576 bytes". Low severity.
+func TestReviewSendEMLLongHeaderLine(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv)
+	refs := strings.TrimSpace(strings.Repeat("<0123456789abcdef0123456789abcdef@example.test> ", 125))
+	eml := "From: a@example.test\nTo: b@example.test\nReferences: " + refs + "\nSubject: x\n\nbody\n"
+	if _, err := c.SendEML(testCtx(t), strings.NewReader(eml)); err != nil {
+		t.Errorf("a %d-byte header line: %v", len("References: ")+len(refs), err)
+	}
+}
