@@ -38,19 +38,29 @@ func (c *Calendar) check() error {
 	if strings.IndexFunc(m, func(r rune) bool { return !(r >= 'A' && r <= 'Z' || r == '-') }) >= 0 {
 		return fmt.Errorf("mailer: calendar method %s: letters and '-' only", quoteCut(c.Method))
 	}
+	// RFC 5545 3.1: a line break followed by a space or tab continues the
+	// line; unfolded, each content line stands alone.
 	text := strings.ReplaceAll(string(c.Data), "\r\n", "\n")
+	text = strings.NewReplacer("\n ", "", "\n\t", "").Replace(text)
 	if !strings.HasPrefix(strings.TrimSpace(text), "BEGIN:VCALENDAR") {
 		return fmt.Errorf("mailer: calendar data does not start with BEGIN:VCALENDAR")
 	}
+	var methods []string
 	for line := range strings.Lines(text) {
-		if v, ok := strings.CutPrefix(strings.ToUpper(strings.TrimSpace(line)), "METHOD:"); ok {
-			if v != m {
-				return fmt.Errorf("mailer: calendar METHOD:%s but the message says %s", v, m)
-			}
-			return nil
+		name, value, _ := strings.Cut(strings.TrimRight(line, "\r\n"), ":")
+		if strings.EqualFold(name, "METHOD") {
+			methods = append(methods, strings.ToUpper(value))
 		}
 	}
-	return fmt.Errorf("mailer: calendar data has no METHOD property; clients want METHOD:%s for an invitation", m)
+	switch {
+	case len(methods) == 0:
+		return fmt.Errorf("mailer: calendar data has no METHOD property; clients want METHOD:%s for an invitation", m)
+	case len(methods) > 1:
+		return fmt.Errorf("mailer: calendar data has %d METHOD properties; it may have one", len(methods))
+	case methods[0] != m:
+		return fmt.Errorf("mailer: calendar METHOD:%s but the message says %s", quoteCut(methods[0]), m)
+	}
+	return nil
 }
 
 // open returns the calendar's bytes for a body.

@@ -33,15 +33,17 @@ type Connection struct {
 	limiter *limiter // nil without WithRateLimit
 	stats   counters
 
-	mu       sync.Mutex
-	idle     []*session
-	closed   bool
-	draining bool           // Shutdown has started
-	active   sync.WaitGroup // sends in progress, for Shutdown
-	bg       sync.WaitGroup // sessions being retired, for Close
-	nextID   int
-	ext      map[string]string // from the most recent handshake
-	tls      *tls.ConnectionState
+	mu          sync.Mutex
+	idle        []*session
+	closed      bool
+	draining    bool           // Shutdown has started
+	active      int            // operations in progress, for Shutdown
+	drained     chan struct{}  // closed when Shutdown waits and active is 0
+	drainedShut bool           // drained is closed
+	bg          sync.WaitGroup // sessions being retired, for Close
+	nextID      int
+	ext         map[string]string // from the most recent handshake
+	tls         *tls.ConnectionState
 }
 
 // SendResult reports what happened to one message.
@@ -93,7 +95,7 @@ func (c *Connection) Connect(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	return c.run(ctx, func(context.Context, *session) error { return nil })
+	return c.run(ctx, func(context.Context, *session) error { return nil }, nil)
 }
 
 // Send sends msg: it validates it, derives the envelope (From; To, Cc and
@@ -108,57 +110,108 @@ func (c *Connection) Send(ctx context.Context, msg *Message) (*SendResult, error
 	if err := msg.Validate(); err != nil {
 		return nil, err
 	}
-	return c.deliver(ctx, c.messageSend(msg, newStamp(msg)), nil)
+	src := c.messageSend(msg, newStamp(msg))
+	defer src.release()
+	return c.deliver(ctx, src.build, src.rewind)
 }
 
-// messageSend returns the transactions that send msg, fixed by st, signed
-// with DKIM when configured.
-func (c *Connection) messageSend(msg *Message, st stamp) buildFunc {
+// messageSource makes the transactions of one message, attempt after
+// attempt, keeping what a read-once body needs between them.
+type messageSource struct {
+	msg  *Message
+	st   stamp
+	sigs []DKIM
+	once bool // an attachment's body can be read only once
+
+	mu     sync.Mutex
+	sp     *spool // the rendering kept for DKIM's second reading, if once
+	spUTF8 bool   // the server took UTF-8 when sp was rendered
+	read   bool   // an attempt rendered the body (once: it is spent)
+}
+
+// messageSend returns the source of msg's transactions, fixed by st and
+// signed with DKIM when configured; release it when the send is over.
+func (c *Connection) messageSend(msg *Message, st stamp) *messageSource {
 	sigs := msg.DKIM
 	if sigs == nil {
 		sigs = c.cfg.dkim
 	}
-	return func(s *session) (*transaction, error) {
-		p, err := msg.prepare(s.has("SMTPUTF8"), st)
-		if err != nil {
-			return nil, err
-		}
-		tx := &transaction{env: p.envelope, utf8: p.utf8, id: p.messageID, body: func(w io.Writer) error {
-			_, err := p.writeTo(w)
-			return err
-		}}
-		if len(sigs) == 0 {
-			return tx, nil
-		}
-		render := tx.body
-		if msg.readOnce() {
-			// A body read once is kept for the second reading.
-			sp := &spool{}
+	return &messageSource{msg: msg, st: st, sigs: sigs, once: msg.readOnce()}
+}
+
+// build returns the transaction for an attempt on s.
+func (m *messageSource) build(s *session) (*transaction, error) {
+	utf8 := s.has("SMTPUTF8")
+	p, err := m.msg.prepare(utf8, m.st)
+	if err != nil {
+		return nil, err
+	}
+	render := func(w io.Writer) error {
+		m.mu.Lock()
+		m.read = true
+		m.mu.Unlock()
+		_, err := p.writeTo(w)
+		return err
+	}
+	tx := &transaction{env: p.envelope, utf8: p.utf8, id: p.messageID, body: render}
+	if len(m.sigs) == 0 {
+		return tx, nil
+	}
+	if m.once {
+		// A body read once is kept for the second reading, and for the
+		// attempts after this one.
+		m.mu.Lock()
+		sp, spUTF8 := m.sp, m.spUTF8
+		m.mu.Unlock()
+		if sp == nil || spUTF8 != utf8 {
+			if sp != nil {
+				return nil, errors.New("mailer: the message has an attachment read once and must be rendered again for this server")
+			}
+			sp = &spool{}
 			if err := render(sp); err != nil {
 				sp.Close()
 				return nil, err
 			}
-			tx.cleanup = func() { sp.Close() }
-			render = func(w io.Writer) error {
-				r, err := sp.reader()
-				if err == nil {
-					_, err = io.Copy(w, r)
-				}
-				return err
+			m.mu.Lock()
+			m.sp, m.spUTF8 = sp, utf8
+			m.mu.Unlock()
+		}
+		render = func(w io.Writer) error {
+			r, err := sp.reader()
+			if err == nil {
+				_, err = io.Copy(w, r)
 			}
+			return err
 		}
-		sig, err := dkimSignatures(sigs, render)
-		if err != nil {
-			tx.done()
-			return nil, err
+	}
+	sig, err := dkimSignatures(m.sigs, render)
+	if err != nil {
+		return nil, err
+	}
+	tx.body = func(w io.Writer) error {
+		if _, err := io.WriteString(w, sig); err != nil {
+			return err
 		}
-		tx.body = func(w io.Writer) error {
-			if _, err := io.WriteString(w, sig); err != nil {
-				return err
-			}
-			return render(w)
-		}
-		return tx, nil
+		return render(w)
+	}
+	return tx, nil
+}
+
+// rewind reports whether the message can be sent again: always, unless
+// an attachment read once was read and not kept.
+func (m *messageSource) rewind() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.once || m.sp != nil || !m.read
+}
+
+// release frees what was kept for the attempts.
+func (m *messageSource) release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sp != nil {
+		m.sp.Close()
+		m.sp = nil
 	}
 }
 
@@ -295,7 +348,7 @@ func (c *Connection) Noop(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	return c.run(ctx, func(ctx context.Context, s *session) error { return s.noop(ctx) })
+	return c.run(ctx, func(ctx context.Context, s *session) error { return s.noop(ctx) }, nil)
 }
 
 // Verify asks the server whether addr is a valid mailbox (VRFY). It returns
@@ -312,7 +365,7 @@ func (c *Connection) Verify(ctx context.Context, addr string) error {
 		return err
 	}
 	defer done()
-	return c.run(ctx, func(ctx context.Context, s *session) error { return s.verify(ctx, addr) })
+	return c.run(ctx, func(ctx context.Context, s *session) error { return s.verify(ctx, addr) }, nil)
 }
 
 // checkVerify checks VRFY's argument: an address by the rule of every
@@ -386,9 +439,10 @@ func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
 
 // run calls fn with a session and a context that also ends when the
 // Connection is closed. A pooled session that turns out to be dead at the
-// start of a transaction (staleError: nothing was sent) is replaced by a
-// new one and fn runs again.
-func (c *Connection) run(ctx context.Context, fn func(context.Context, *session) error) error {
+// start of a transaction (staleError: nothing was committed) is replaced
+// by a new one and fn runs again, once rewind (if not nil) has made the
+// message ready to be read again; when it cannot, the error is returned.
+func (c *Connection) run(ctx context.Context, fn func(context.Context, *session) error, rewind func() bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.stopCtx, cancel)()
@@ -401,10 +455,10 @@ func (c *Connection) run(ctx context.Context, fn func(context.Context, *session)
 		c.release(s)
 		var stale *staleError
 		if errors.As(err, &stale) {
-			if attempt < c.cfg.maxConns {
+			if attempt < c.cfg.maxConns && (rewind == nil || rewind()) {
 				continue
 			}
-			return stale.err
+			return c.closedErr(stale.err)
 		}
 		return c.closedErr(err)
 	}

@@ -266,18 +266,24 @@ func (d *DSN) renamed(from, to string) *DSN {
 	if d == nil {
 		return nil
 	}
-	r, ok := d.Recipients[from]
-	if !ok {
+	key, found := "", false
+	for k := range d.Recipients {
+		if foldAddress(k) == foldAddress(from) {
+			key, found = k, true
+			break
+		}
+	}
+	if !found {
 		return d
 	}
 	c := *d
 	c.Recipients = make(map[string]DSNRecipient, len(d.Recipients))
 	for k, v := range d.Recipients {
-		if k != from {
+		if k != key {
 			c.Recipients[k] = v
 		}
 	}
-	c.Recipients[to] = r
+	c.Recipients[to] = d.Recipients[key]
 	return &c
 }
 

@@ -84,12 +84,20 @@ func (f emlField) value() string {
 // from br, the blank line included.
 func readEMLHeader(br *bufio.Reader) (fields []emlField, consumed int64, err error) {
 	var size int
+	var long []byte // a line longer than br's buffer, gathered
 	for {
 		line, err := br.ReadSlice('\n')
 		consumed += int64(len(line))
 		size += len(line)
-		if errors.Is(err, bufio.ErrBufferFull) || size > maxEMLHeader {
-			return nil, 0, fmt.Errorf("mailer: SendEML: a header line or the header is longer than %d bytes", maxEMLHeader)
+		if size > maxEMLHeader {
+			return nil, 0, fmt.Errorf("mailer: SendEML: the header is longer than %d bytes", maxEMLHeader)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, line...)
+			continue
+		}
+		if long != nil {
+			line, long = append(long, line...), nil
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, 0, &readerError{err}
@@ -125,32 +133,36 @@ func readEMLHeader(br *bufio.Reader) (fields []emlField, consumed int64, err err
 // emlEnvelope derives the envelope and the Message-ID from the header
 // fields, by the rule in SendEML's documentation.
 func emlEnvelope(fields []emlField) (Envelope, string, error) {
+	// A resent message carries a block of Resent-* fields for each
+	// resending, the newest on top (RFC 5322 3.6.6): the topmost block is
+	// the first run of Resent-* fields, up to another field or a Resent-*
+	// name seen already in the run.
 	prefix := ""
-	resent := 0
-	for _, f := range fields {
-		if strings.EqualFold(f.name, "Resent-Date") {
-			resent++
+	var block []emlField
+	for i, f := range fields {
+		if !strings.HasPrefix(strings.ToLower(f.name), "resent-") {
+			continue
 		}
-		if strings.HasPrefix(strings.ToLower(f.name), "resent-") && resent == 0 {
-			resent = 1
-		}
-	}
-	if resent > 0 {
 		prefix = "resent-"
-	}
-	// get returns the fields named prefix+name; of a resent message, only
-	// those of the topmost block (before the second Resent-Date).
-	get := func(name string) []emlField {
-		var out []emlField
-		dates := 0
-		for _, f := range fields {
-			lower := strings.ToLower(f.name)
-			if prefix != "" && lower == "resent-date" {
-				if dates++; dates > 1 {
-					break
-				}
+		seen := map[string]bool{}
+		for _, g := range fields[i:] {
+			name := strings.ToLower(g.name)
+			if !strings.HasPrefix(name, "resent-") || seen[name] {
+				break
 			}
-			if lower == prefix+name {
+			seen[name] = true
+			block = append(block, g)
+		}
+		break
+	}
+	get := func(name string) []emlField {
+		from := fields
+		if prefix != "" {
+			from = block
+		}
+		var out []emlField
+		for _, f := range from {
+			if strings.ToLower(f.name) == prefix+name {
 				out = append(out, f)
 			}
 		}

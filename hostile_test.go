@@ -540,7 +540,7 @@ func TestCloseIsBoundedAndInterrupts(t *testing.T) {
 	errs := make(chan error, 4)
 	hold := make(chan struct{})
 	for range 4 {
-		go func() { errs <- c.run(testCtx(t), func(context.Context, *session) error { <-hold; return nil }) }()
+		go func() { errs <- c.run(testCtx(t), func(context.Context, *session) error { <-hold; return nil }, nil) }()
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for srv.connections() < 4 && time.Now().Before(deadline) {

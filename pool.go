@@ -100,8 +100,25 @@ func (c *Connection) begin() (func(), error) {
 	if c.closed || c.draining {
 		return nil, ErrClosed
 	}
-	c.active.Add(1)
-	return c.active.Done, nil
+	c.active++
+	return c.end, nil
+}
+
+// end is what begin returns: the operation is over.
+func (c *Connection) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.active--
+	c.signalDrainedLocked()
+}
+
+// signalDrainedLocked closes drained once Shutdown waits and nothing is in
+// progress. c.mu is held.
+func (c *Connection) signalDrainedLocked() {
+	if c.drained != nil && c.active == 0 && !c.drainedShut {
+		c.drainedShut = true
+		close(c.drained)
+	}
 }
 
 // Close interrupts every operation in flight (a send interrupted after the
@@ -125,17 +142,19 @@ func (c *Connection) Close() error {
 func (c *Connection) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.draining = true
+	if c.drained == nil {
+		c.drained = make(chan struct{})
+	}
+	c.signalDrainedLocked()
+	drained := c.drained
 	c.mu.Unlock()
-	drained := make(chan struct{})
-	go func() {
-		c.active.Wait()
-		close(drained)
-	}()
 	select {
 	case <-drained:
 	case <-ctx.Done():
+		// The sends still in flight end at once, on their callers'
+		// goroutines (one of them may be the caller of Shutdown, inside
+		// a SendAll loop).
 		_ = c.Close()
-		<-drained
 		return ctx.Err()
 	}
 	c.closeIdle(ctx)
@@ -163,6 +182,7 @@ func (c *Connection) closeIdle(ctx context.Context) {
 		}
 	}
 	c.mu.Unlock()
+	c.stats.sessionsClosed.Add(int64(len(idle)))
 	var wg sync.WaitGroup
 	for _, s := range idle {
 		wg.Go(func() { s.quit(ctx, closeQuitTimeout) })
@@ -201,6 +221,7 @@ func (c *Connection) acquire(ctx context.Context) (*session, error) {
 	if s != nil && c.cfg.healthCheckAfter > 0 && time.Since(s.lastUsed) > c.cfg.healthCheckAfter {
 		if err := s.noop(ctx); err != nil {
 			c.stats.healthCheckFailures.Add(1)
+			c.stats.sessionsClosed.Add(1)
 			s.close()
 			if ctx.Err() != nil {
 				<-c.slots

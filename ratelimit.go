@@ -66,12 +66,7 @@ func newLimiter(rc *rateConfig) *limiter {
 // wait blocks until a message may start or ctx ends, calling beforeWait
 // (if not nil) first when it has to wait; waited reports whether it did.
 func (l *limiter) wait(ctx context.Context, beforeWait func()) (waited bool, err error) {
-	l.mu.Lock()
-	if !l.slowUntil.IsZero() && time.Now().After(l.slowUntil) {
-		l.slowUntil = time.Time{}
-		l.lim.SetLimit(l.base)
-	}
-	l.mu.Unlock()
+	l.restore()
 	if l.lim.Allow() {
 		return false, nil
 	}
@@ -91,6 +86,22 @@ func (l *limiter) wait(ctx context.Context, beforeWait func()) (waited bool, err
 	case <-ctx.Done():
 		r.Cancel()
 		return true, fmt.Errorf("mailer: waiting for the rate limit: %w", ctx.Err())
+	}
+}
+
+// allow takes a token if one is there now, without waiting.
+func (l *limiter) allow() bool {
+	l.restore()
+	return l.lim.Allow()
+}
+
+// restore brings the configured rate back once the slow-down is over.
+func (l *limiter) restore() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.slowUntil.IsZero() && time.Now().After(l.slowUntil) {
+		l.slowUntil = time.Time{}
+		l.lim.SetLimit(l.base)
 	}
 }
 

@@ -21,15 +21,20 @@ func (c *Connection) deliver(ctx context.Context, build buildFunc, rewind func()
 		return nil, err
 	}
 	defer done()
-	a := &attempt{c: c, build: build, start: time.Now()}
+	// Close ends the rate-limit wait and the pause before a retry too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.stopCtx, cancel)()
+	a := &attempt{c: c, build: build, rewind: rewind, start: time.Now()}
 	a.res, a.err = a.run(ctx, nil)
-	return a.finish(ctx, rewind)
+	return a.finish(ctx)
 }
 
 // attempt is the state of one message's attempts.
 type attempt struct {
 	c       *Connection
 	build   buildFunc
+	rewind  func() bool // makes the body ready to be read again; nil if it always is
 	start   time.Time
 	n       int // attempts made
 	id      string
@@ -51,7 +56,7 @@ func (a *attempt) run(ctx context.Context, only []string) (*SendResult, error) {
 			c.stats.rateLimitWaits.Add(1)
 		}
 		if err != nil {
-			return nil, err
+			return nil, c.closedErr(err)
 		}
 	}
 	var res *SendResult
@@ -68,13 +73,13 @@ func (a *attempt) run(ctx context.Context, only []string) (*SendResult, error) {
 		res, err = s.send(ctx, tx)
 		a.size, a.partial = tx.written, tx.partial
 		return err
-	})
-	return res, err
+	}, a.rewind)
+	return res, c.closedErr(err)
 }
 
 // finish retries after the first outcome as the policy allows and returns
 // the message's result.
-func (a *attempt) finish(ctx context.Context, rewind func() bool) (*SendResult, error) {
+func (a *attempt) finish(ctx context.Context) (*SendResult, error) {
 	c, policy := a.c, a.c.cfg.retry
 	var total *SendResult // what was delivered, once something was
 	var only []string     // the recipients of the last attempt, nil for all
@@ -99,7 +104,7 @@ func (a *attempt) finish(ctx context.Context, rewind func() bool) (*SendResult, 
 		} else if !retryable(err) {
 			break
 		}
-		if rewind != nil && !rewind() {
+		if a.rewind != nil && !a.rewind() {
 			// The body cannot be read again.
 			break
 		}

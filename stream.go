@@ -33,8 +33,10 @@ const defaultPipelineDepth = 8
 // An invalid message is an error, and nothing of it is sent. If the caller
 // stops the iteration early, the messages already taken are finished (not
 // yielded) and no more are taken from msgs. Cancelling ctx, or Close, ends
-// every transaction not yet finished; one whose end was already sent fails
-// with ErrOutcomeUnknown.
+// every transaction not yet finished (one whose end was already sent
+// fails with ErrOutcomeUnknown) and stops taking messages from msgs: those
+// not taken are not yielded either. With WithRateLimit, a message waits for
+// its turn before a session is taken for it.
 func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.Seq2[*SendResult, error] {
 	return func(yield func(*SendResult, error) bool) {
 		end, err := c.begin()
@@ -60,23 +62,23 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 				j.settle(res, err)
 				return
 			}
-			if j.st.id == "" {
+			if j.src == nil {
 				// Failed before its transaction (no session): checked
 				// here, since a retry sends it without prepareTx.
 				if verr := j.msg.Validate(); verr != nil {
 					j.settle(nil, verr)
 					return
 				}
-				j.st = newStamp(j.msg)
+				j.src = c.messageSend(j.msg, newStamp(j.msg))
 			}
-			a := &attempt{c: c, build: c.messageSend(j.msg, j.st), start: j.start, n: 1, id: j.st.id,
+			a := &attempt{c: c, build: j.src.build, rewind: j.src.rewind, start: j.start, n: 1, id: j.src.st.id,
 				size: j.size.Load(), session: j.session, partial: c.cfg.partial(j.msg.delivery()), res: res, err: err}
 			if c.cfg.retry.Attempts == 1 || err == nil && len(retryRecipients(res)) == 0 {
 				// Nothing to retry: finish only reports.
-				j.settle(a.finish(ctx, nil))
+				j.settle(a.finish(ctx))
 				return
 			}
-			retries.Go(func() { j.settle(a.finish(ctx, nil)) })
+			retries.Go(func() { j.settle(a.finish(ctx)) })
 		}
 		order := make(chan *job, c.cfg.maxConns*c.cfg.pipelineDepth*2)
 		work := make(chan *job)
@@ -116,10 +118,11 @@ func (c *Connection) SendAll(ctx context.Context, msgs iter.Seq[*Message]) iter.
 
 // job is one message of SendAll.
 type job struct {
-	msg   *Message
-	st    stamp // fixed when the message is first prepared
-	start time.Time
-	after func(j *job, res *SendResult, err error) // retries and reports; calls settle
+	msg      *Message
+	src      *messageSource // made when the message is first prepared
+	start    time.Time
+	after    func(j *job, res *SendResult, err error) // retries and reports; calls settle
+	admitted bool                                     // the rate limit let it go
 
 	size    atomic.Int64 // bytes of message data written
 	session int          // the session that carried it
@@ -143,11 +146,16 @@ func (j *job) refuse(err error) {
 
 // settle records j's final outcome.
 func (j *job) settle(res *SendResult, err error) {
+	if j.src != nil {
+		j.src.release()
+	}
 	j.res, j.err = res, err
 	close(j.done)
 }
 
 // worker takes jobs until work is closed, each on a session of the pool.
+// A job waits for the rate limit before a session is taken for it, so that
+// no session idles while it waits.
 func (c *Connection) worker(ctx context.Context, work <-chan *job) {
 	var next *job
 	for {
@@ -155,6 +163,12 @@ func (c *Connection) worker(ctx context.Context, work <-chan *job) {
 			var ok bool
 			if next, ok = <-work; !ok {
 				return
+			}
+		}
+		if !next.admitted {
+			if !c.admit(ctx, next) {
+				next = nil
+				continue
 			}
 		}
 		s, err := c.acquire(ctx)
@@ -168,38 +182,44 @@ func (c *Connection) worker(ctx context.Context, work <-chan *job) {
 	}
 }
 
-// prepareTx returns the transaction for j's message on s.
-func (s *session) prepareTx(c *Connection, j *job) (*transaction, error) {
+// prepareTx returns the transaction for j's message on s. An invalid
+// message is refused (not counted, as Send does not count it); a message
+// the session cannot take ends as a failed send.
+func (s *session) prepareTx(c *Connection, j *job) (*transaction, bool) {
 	if j.msg == nil {
-		return nil, errors.New("mailer: Send(nil)")
+		j.refuse(errors.New("mailer: Send(nil)"))
+		return nil, false
 	}
-	if j.st.id == "" {
+	if j.src == nil {
 		if err := j.msg.Validate(); err != nil {
-			return nil, err
+			j.refuse(err)
+			return nil, false
 		}
-		j.st = newStamp(j.msg)
+		j.src = c.messageSend(j.msg, newStamp(j.msg))
 	}
-	tx, err := c.messageSend(j.msg, j.st)(s)
+	tx, err := j.src.build(s)
 	if err != nil {
-		return nil, err
+		j.finish(nil, err)
+		return nil, false
 	}
 	tx.partial = c.cfg.partial(tx.env.Delivery)
 	j.session = s.id
 	if err := s.check(tx); err != nil {
 		tx.done()
-		return nil, err
+		j.finish(nil, err)
+		return nil, false
 	}
-	return tx, nil
+	return tx, true
 }
 
-// admit waits for the rate limit before j's transaction, calling
-// beforeWait (if not nil) first when it must wait; false means j ended
-// without a transaction.
-func (c *Connection) admit(ctx context.Context, j *job, beforeWait func()) bool {
+// admit waits for the rate limit before j's transaction; false means j
+// ended without a transaction.
+func (c *Connection) admit(ctx context.Context, j *job) bool {
+	j.admitted = true
 	if c.limiter == nil {
 		return true
 	}
-	waited, err := c.limiter.wait(ctx, beforeWait)
+	waited, err := c.limiter.wait(ctx, nil)
 	if waited {
 		c.stats.rateLimitWaits.Add(1)
 	}
@@ -210,10 +230,22 @@ func (c *Connection) admit(ctx context.Context, j *job, beforeWait func()) bool 
 	return true
 }
 
+// admitNow lets j go if the rate limit allows it at once; false means j
+// must wait, without the session.
+func (c *Connection) admitNow(j *job) bool {
+	if j.admitted || c.limiter == nil || c.limiter.allow() {
+		j.admitted = true
+		return true
+	}
+	return false
+}
+
 // stream sends first and then the jobs of work on s until work is closed,
-// s fails or s reaches a limit of the pool. It returns a job it took but
-// could not start because the session turned out dead before anything was
-// sent, for another session.
+// s fails or reaches a limit of the pool, a job must wait for the rate
+// limit, or another sender wants a session while this one has nothing to
+// do. It returns a job it took but did not start (the session turned out
+// dead before anything was sent, or the job must wait for the rate limit),
+// for the worker to carry on.
 func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-chan *job) *job {
 	take := func() *job {
 		if s.spent() {
@@ -233,18 +265,17 @@ func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-
 	}
 	if !s.has("PIPELINING") {
 		for j := first; j != nil; j = take() {
-			tx, err := s.prepareTx(c, j)
-			if err != nil {
-				j.refuse(err)
-				continue
+			if !c.admitNow(j) {
+				return j
 			}
-			if !c.admit(ctx, j, nil) {
+			tx, ok := s.prepareTx(c, j)
+			if !ok {
 				continue
 			}
 			res, err := s.send(ctx, tx)
 			tx.done()
 			var stale *staleError
-			if errors.As(err, &stale) {
+			if errors.As(err, &stale) && j.src.rewind() {
 				return j
 			}
 			j.size.Store(tx.written)
@@ -266,13 +297,18 @@ func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-
 		}
 	}
 	st := newStream(ctx, s, c)
-	for j := first; j != nil && (!c.admit(ctx, j, st.flushed) || st.send(j)); {
+	var pending *job
+	for j := first; j != nil; {
+		if !c.admitNow(j) {
+			pending = j
+			break
+		}
+		if !st.send(j) || s.spent() {
+			break
+		}
 		// Commands and messages wait in the buffer while more follow at
 		// once, so that several go out in one write; before waiting for
 		// the next message, what is written goes out.
-		if s.spent() {
-			break
-		}
 		select {
 		case next, ok := <-work:
 			j = next
@@ -288,7 +324,7 @@ func (s *session) stream(ctx context.Context, c *Connection, first *job, work <-
 		j = take()
 	}
 	st.close()
-	return nil
+	return pending
 }
 
 // streamTx is one transaction in flight in a stream.
@@ -376,9 +412,8 @@ func (st *stream) close() {
 // send writes j's transaction; false means the session can take no more.
 func (st *stream) send(j *job) bool {
 	s := st.s
-	tx, err := s.prepareTx(st.c, j)
-	if err != nil {
-		j.refuse(err)
+	tx, ok := s.prepareTx(st.c, j)
+	if !ok {
 		return true
 	}
 	defer tx.done()
@@ -449,7 +484,7 @@ func (st *stream) send(j *job) bool {
 	s.t.startData(true)
 	dw := textproto.NewWriter(bw).DotWriter()
 	crlf := newCRLFWriter(dw)
-	err = tx.write(crlf)
+	err := tx.write(crlf)
 	if err == nil {
 		err = crlf.Close()
 	}
@@ -632,8 +667,11 @@ func (st *stream) readTx(t *streamTx) (res *SendResult, err, fatal error) {
 		return code, msg, nil
 	}
 	if t.rset {
-		if code, msg, err := reply("RSET", st.cfg.timeout); err != nil || code != 250 {
-			return nil, nil, cmpErr(err, newReply("RSET", code, msg))
+		// A refused RSET does not end the transaction: the server may
+		// still take the MAIL, RCPTs and message written behind it, and
+		// their own replies say whether it did.
+		if _, _, err := reply("RSET", st.cfg.timeout); err != nil {
+			return nil, nil, err
 		}
 	}
 	res = &SendResult{}

@@ -70,15 +70,16 @@ type transport struct {
 	multiCode  string        // the code of a multi-line reply being read
 	capture    []byte        // lines read while capturing is on
 	capOn      bool
-	nread      int64  // bytes read from the connection
-	quickAck   func() // after each read, when on (see ackAtOnce)
-	acker      func() // TCP_QUICKACK on the socket beneath TLS, nil if none
+	nread      int64                // bytes read from the connection
+	quickAck   func()               // after each read, when on (see ackAtOnce)
+	acker      func()               // TCP_QUICKACK on the socket beneath TLS, nil if none
+	peeker     func() (bool, error) // has the server spoken (socket beneath TLS)? nil if unknown
 
 	tr *transcript
 }
 
 func newTransport(conn net.Conn, tr *transcript, ioTimeout time.Duration, minRate int64) *transport {
-	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate, acker: quickAcker(conn)}
+	t := &transport{conn: conn, tr: tr, ioTimeout: ioTimeout, minRate: minRate, acker: quickAcker(conn), peeker: socketPeeker(conn)}
 	t.br = bufio.NewReaderSize(connReader{t}, maxReplyLine)
 	return t
 }
@@ -263,6 +264,17 @@ func (t *transport) peekByte() (byte, error) {
 		return 0, err
 	}
 	return b[0], nil
+}
+
+// quiet reports, without waiting, that the server has sent nothing and not
+// closed the connection since the last reply was read; false means it may
+// have (or that the socket cannot tell).
+func (t *transport) quiet() bool {
+	if t.br.Buffered() > 0 || t.peeker == nil {
+		return false
+	}
+	spoke, err := t.peeker()
+	return !spoke && err == nil
 }
 
 // startCapture records the lines read from the wire until stopCapture,

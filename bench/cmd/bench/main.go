@@ -121,6 +121,8 @@ func dialGoSMTP(_ context.Context, addr string, _ int) (client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A stuck server fails the row instead of hanging the run.
+	c.CommandTimeout, c.SubmissionTimeout = time.Minute, time.Minute
 	return &goSMTP{c}, c.Hello("localhost")
 }
 
