@@ -63,9 +63,9 @@ func newLimiter(rc *rateConfig) *limiter {
 	return &limiter{lim: rate.NewLimiter(rc.limit, rc.burst), base: rc.limit}
 }
 
-// wait blocks until a message may start or ctx ends, calling beforeWait
-// (if not nil) first when it has to wait; waited reports whether it did.
-func (l *limiter) wait(ctx context.Context, beforeWait func()) (waited bool, err error) {
+// wait blocks until a message may start or ctx ends; waited reports
+// whether it had to wait at all.
+func (l *limiter) wait(ctx context.Context) (waited bool, err error) {
 	l.restore()
 	if l.lim.Allow() {
 		return false, nil
@@ -74,9 +74,6 @@ func (l *limiter) wait(ctx context.Context, beforeWait func()) (waited bool, err
 	d := r.Delay()
 	if d == 0 {
 		return false, nil
-	}
-	if beforeWait != nil {
-		beforeWait()
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()

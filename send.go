@@ -51,7 +51,7 @@ func (a *attempt) run(ctx context.Context, only []string) (*SendResult, error) {
 	a.n++
 	c := a.c
 	if c.limiter != nil {
-		waited, err := c.limiter.wait(ctx, nil)
+		waited, err := c.limiter.wait(ctx)
 		if waited {
 			c.stats.rateLimitWaits.Add(1)
 		}

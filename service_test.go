@@ -213,7 +213,7 @@ func TestRateLimitSlowsDown(t *testing.T) {
 		t.Errorf("limit at the floor: %v", got)
 	}
 	c.limiter.slowUntil = time.Now().Add(-time.Second)
-	if _, err := c.limiter.wait(testCtx(t), nil); err != nil {
+	if _, err := c.limiter.wait(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.limiter.lim.Limit(); got != 1000 {

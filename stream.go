@@ -219,7 +219,7 @@ func (c *Connection) admit(ctx context.Context, j *job) bool {
 	if c.limiter == nil {
 		return true
 	}
-	waited, err := c.limiter.wait(ctx, nil)
+	waited, err := c.limiter.wait(ctx)
 	if waited {
 		c.stats.rateLimitWaits.Add(1)
 	}
@@ -539,9 +539,6 @@ func (st *stream) push(t *streamTx) bool {
 		return false
 	}
 }
-
-// flushed flushes, for a wait that needs nothing back.
-func (st *stream) flushed() { st.flush() }
 
 // flush sends what is buffered; a failure kills the session, and the
 // transactions in flight end as the reader finds them.
