@@ -80,6 +80,34 @@ func TestCalendarInvite(t *testing.T) {
 		t.Errorf("go-message sees %v", seen)
 	}
 
+	// mblaze's mshow, a mail user agent's MIME parser, sees the same tree
+	// and decodes the calendar part back to the object.
+	if _, err := exec.LookPath("mshow"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mshow (Debian's mblaze) is missing: %v; scripts/install-test-deps installs it", err)
+		}
+		t.Log("mshow not installed (Debian's mblaze): the tree was checked with Python and go-message only")
+	} else {
+		tree, err := exec.Command("mshow", "-t", mf).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var types []string
+		for _, l := range strings.Split(strings.TrimSpace(string(tree)), "\n")[1:] {
+			f := strings.Fields(l)
+			types = append(types, strings.Join(append(f[1:2], f[3:]...), " "))
+		}
+		wantTree := []string{"multipart/mixed", "multipart/alternative", "text/plain", "text/html", "text/calendar",
+			`text/plain name="agenda.txt"`, `application/ics name="invite.ics"`}
+		if strings.Join(types, "|") != strings.Join(wantTree, "|") {
+			t.Errorf("mshow sees %q, want %q", types, wantTree)
+		}
+		part, err := exec.Command("mshow", "-O", mf, "5").Output()
+		if err != nil || string(part) != testICS {
+			t.Errorf("mshow decodes the calendar part as %q (%v)", part, err)
+		}
+	}
+
 	for name, c := range map[string]*Calendar{
 		"no METHOD":    {Data: []byte("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n")},
 		"other METHOD": {Method: "CANCEL", Data: []byte(testICS)},
