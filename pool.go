@@ -30,13 +30,7 @@ const closeQuitTimeout = 2 * time.Second
 // usual server timeouts; 0 keeps idle sessions until Close. A negative d
 // is an error.
 func WithIdleTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d < 0 {
-			return fmt.Errorf("mailer: idle timeout must not be negative, got %v", d)
-		}
-		c.idleTimeout = d
-		return nil
-	}
+	return limitOption("idle timeout", d, func(c *config) *time.Duration { return &c.idleTimeout })
 }
 
 // WithMaxMessagesPerSession retires a session, with QUIT, once it has
@@ -58,13 +52,7 @@ func WithMaxMessagesPerSession(n int) Option {
 // than d, after the transaction in progress. 0, the default, means no
 // limit; a negative d is an error.
 func WithMaxSessionLifetime(d time.Duration) Option {
-	return func(c *config) error {
-		if d < 0 {
-			return fmt.Errorf("mailer: session lifetime must not be negative, got %v", d)
-		}
-		c.maxLifetime = d
-		return nil
-	}
+	return limitOption("session lifetime", d, func(c *config) *time.Duration { return &c.maxLifetime })
 }
 
 // WithHealthCheck sends NOOP on a pooled session that has been idle longer
@@ -74,11 +62,16 @@ func WithMaxSessionLifetime(d time.Duration) Option {
 // for a close or a 421 it was sent, which costs no round trip. A negative
 // d is an error.
 func WithHealthCheck(d time.Duration) Option {
+	return limitOption("health-check age", d, func(c *config) *time.Duration { return &c.healthCheckAfter })
+}
+
+// limitOption sets a duration of the pool, where 0 means "off".
+func limitOption(name string, d time.Duration, field func(*config) *time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
-			return fmt.Errorf("mailer: health-check age must not be negative, got %v", d)
+			return fmt.Errorf("mailer: %s must not be negative, got %v", name, d)
 		}
-		c.healthCheckAfter = d
+		*field(c) = d
 		return nil
 	}
 }

@@ -73,22 +73,10 @@ func (tx *transaction) done() {
 
 // write runs tx.body into w, counting what it writes.
 func (tx *transaction) write(w io.Writer) error {
-	cw := &countingWriter{w: w}
+	cw := &countWriter{w: w}
 	err := tx.body(cw)
 	tx.written = cw.n
 	return err
-}
-
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // dial opens a session: connect, TLS, greeting, EHLO, STARTTLS, AUTH.
