@@ -473,6 +473,7 @@ func (r *renderer) base64(a *Attachment) error {
 	}
 }
 
+// countWriter counts the bytes written through it.
 type countWriter struct {
 	w io.Writer
 	n int64
