@@ -13,12 +13,8 @@ import (
 // to send while it reads a reply in several segments; a delayed ACK there
 // meets the server's Nagle algorithm and stalls the reply for 40 ms.
 func quickAcker(conn net.Conn) func() {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	rc := rawConn(conn)
+	if rc == nil {
 		return nil
 	}
 	set := func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1) }
@@ -31,12 +27,8 @@ func quickAcker(conn net.Conn) func() {
 // conn is not a TCP socket. Under TLS, what arrived may be a record the
 // application never sees (a session ticket); the caller looks closer.
 func socketPeeker(conn net.Conn) func() (bool, error) {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	rc := rawConn(conn)
+	if rc == nil {
 		return nil
 	}
 	return func() (bool, error) {
@@ -59,4 +51,17 @@ func socketPeeker(conn net.Conn) func() (bool, error) {
 		}
 		return true, nil
 	}
+}
+
+// rawConn returns conn's socket for system calls, nil if conn is not TCP.
+func rawConn(conn net.Conn) syscall.RawConn {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
