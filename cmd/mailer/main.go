@@ -1,10 +1,12 @@
 // Command mailer sends e-mail over SMTP with the github.com/gomailer/mailer
-// library. It has three faces:
+// library. It has four faces:
 //
 //	mailer send      a message from flags and mumailer's YAML profiles, or one
 //	                 message per row of a CSV or JSON-lines file
 //	mailer sendmail  a sendmail-compatible front for cron, git send-email, mutt
 //	mailer check     what a server offers: greeting, extensions, TLS, auth
+//	mailer outbox    an outbox's migrations, its messages by state, and the
+//	                 resending or dropping of those of unknown outcome
 //
 // Run "mailer help" or see docs/cli.md in the repository for every flag.
 // Installed or linked under the name "sendmail", it acts as "mailer
@@ -55,13 +57,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mailer",
-		Short: "Send e-mail over SMTP, replace sendmail, check a server",
+		Short: "Send e-mail over SMTP, replace sendmail, check a server, tend an outbox",
 		Long: `mailer sends e-mail over SMTP.
 
   mailer send       one message from flags and YAML profiles (mumailer's), or
                     one per row of a CSV or JSON-lines file (--recipients)
   mailer sendmail   reads a message on standard input, like sendmail
   mailer check      shows what a server offers and whether a login works
+  mailer outbox     migrates an outbox's database (github.com/gomailer/mailer/outbox),
+                    lists its messages, resends or drops those of unknown outcome
 
 Passwords need not be on the command line: --password-command, --password-file
 or the MAILER_PASSWORD environment variable.`,
@@ -74,6 +78,6 @@ or the MAILER_PASSWORD environment variable.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: exUsage, msg: fmt.Sprintf("%v (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newSendCommand(), newSendmailCommand(), newCheckCommand())
+	root.AddCommand(newSendCommand(), newSendmailCommand(), newCheckCommand(), newOutboxCommand())
 	return root
 }

@@ -14,12 +14,13 @@ import (
 )
 
 // profileFile is a YAML profile as mumailer reads it: an SMTP section, a
-// MESSAGE section, or both. Other top-level sections are ignored; a key
-// that is not known inside these two is an error, so that a typo does not
-// go unnoticed.
+// MESSAGE section, or both, and our OUTBOX section. Other top-level
+// sections are ignored; a key that is not known inside these three is an
+// error, so that a typo does not go unnoticed.
 type profileFile struct {
 	SMTP    *smtpProfile    `yaml:"SMTP"`
 	Message *messageProfile `yaml:"MESSAGE"`
+	Outbox  *outboxProfile  `yaml:"OUTBOX"`
 	Other   map[string]any  `yaml:",inline"`
 }
 
