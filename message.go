@@ -237,11 +237,20 @@ func checkID(what, v string) error {
 	return nil
 }
 
+// maxHeaderName bounds a custom header's name.
+const maxHeaderName = 64
+
 // checkHeader checks a custom field: RFC 5322 3.6.8 allows printable
 // ASCII but ':' in names.
 func checkHeader(h Header) error {
 	if h.Name == "" {
 		return fmt.Errorf("mailer: empty header name")
+	}
+	// RFC 5322 sets no length for a name, but one that fills a line
+	// leaves no room to fold the value (go-message's folding panics on
+	// it); real names are far shorter.
+	if len(h.Name) > maxHeaderName {
+		return fmt.Errorf("mailer: header name %s is longer than %d characters", quoteCut(h.Name), maxHeaderName)
 	}
 	for _, c := range []byte(h.Name) {
 		if c < 33 || c > 126 || c == ':' {
