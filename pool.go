@@ -285,6 +285,7 @@ func (c *Connection) release(s *session) {
 		c.retireLocked(s, "limit")
 	default:
 		c.idle = append(c.idle, s)
+		s.idleSince = time.Now()
 		if d := c.cfg.idleTimeout; d > 0 {
 			if s.idleTimer == nil {
 				s.idleTimer = time.AfterFunc(d, func() { c.expire(s) })
@@ -300,7 +301,9 @@ func (c *Connection) expire(s *session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i := slices.Index(c.idle, s)
-	if c.closed || i < 0 {
+	// A timer that fired while the session was taken, used and put back
+	// finds it idle for less than the timeout: its new timer decides.
+	if c.closed || i < 0 || time.Since(s.idleSince) < c.cfg.idleTimeout {
 		return
 	}
 	c.idle = slices.Delete(c.idle, i, i+1)
@@ -317,6 +320,8 @@ func (c *Connection) retireLocked(s *session, why string) {
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
-		s.quit(c.stopCtx, closeQuitTimeout)
+		// Not bound to Close: its QUIT gets the same 2 s as the idle
+		// sessions' that Close sends.
+		s.quit(context.Background(), closeQuitTimeout)
 	}()
 }

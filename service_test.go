@@ -817,3 +817,28 @@ func TestRetryPartialSendRawRewinds(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTimerOfAReusedSession: a timer that fired while its session was
+// taken, used and put back does not retire the session it finds idle for
+// less than the timeout.
+func TestIdleTimerOfAReusedSession(t *testing.T) {
+	srv := newTestServer(t)
+	c := plainConnect(t, srv, WithIdleTimeout(time.Hour))
+	if _, err := sendRaw(t, c); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	s := c.idle[0]
+	c.mu.Unlock()
+	c.expire(s) // the old timer's callback, late
+	if st := c.Stats(); st.Idle != 1 || st.SessionsRetired != 0 {
+		t.Fatalf("a session idle for less than the timeout was retired: %+v", st)
+	}
+	c.mu.Lock()
+	s.idleSince = time.Now().Add(-2 * time.Hour)
+	c.mu.Unlock()
+	c.expire(s)
+	if st := c.Stats(); st.Idle != 0 || st.SessionsRetired != 1 {
+		t.Errorf("a session idle past the timeout was kept: %+v", st)
+	}
+}

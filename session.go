@@ -46,6 +46,7 @@ type session struct {
 	lastUsed  time.Time
 	messages  int         // transactions started
 	idleTimer *time.Timer // retires the session when it idles too long
+	idleSince time.Time   // when it last went back to the pool
 	used      bool        // has carried a command after the opening
 	dead      bool        // must not be used again
 }
