@@ -58,9 +58,9 @@ func WithMaxSessionLifetime(d time.Duration) Option {
 // WithHealthCheck sends NOOP on a pooled session that has been idle longer
 // than d before using it, and replaces it if the server does not answer;
 // the default is 30 seconds. 0 turns the check off. On a server that
-// announces PIPELINING a session idle for a second or more is also checked
-// for a close or a 421 it was sent, which costs no round trip. A negative
-// d is an error.
+// announces PIPELINING a session idle for over 100 ms is also checked for
+// a close or a 421 it was sent, which costs no round trip. A negative d is
+// an error.
 func WithHealthCheck(d time.Duration) Option {
 	return limitOption("health-check age", d, func(c *config) *time.Duration { return &c.healthCheckAfter })
 }
