@@ -34,11 +34,18 @@ func (sendArgs) Kind() string { return "mailer_outbox_send" }
 // is an error, and a Message-ID already in the outbox is ErrDuplicate with
 // the message that is there.
 func (o *Outbox[TTx]) Enqueue(ctx context.Context, msg *mailer.Message) (*Item, error) {
+	return o.ownTx(ctx, func(tx TTx) (*Item, error) { return o.EnqueueTx(ctx, tx, msg) })
+}
+
+// ownTx runs an enqueue in a transaction of its own. An ErrDuplicate
+// commits nothing new but is no failure of the transaction: it is
+// returned with the item already there.
+func (o *Outbox[TTx]) ownTx(ctx context.Context, enqueue func(tx TTx) (*Item, error)) (*Item, error) {
 	var it *Item
 	var dup error
 	err := o.inTx(ctx, func(_ querier, tx TTx) error {
 		var err error
-		it, err = o.EnqueueTx(ctx, tx, msg)
+		it, err = enqueue(tx)
 		if errors.Is(err, ErrDuplicate) {
 			dup = err
 			return nil
@@ -67,21 +74,7 @@ func (o *Outbox[TTx]) EnqueueTx(ctx context.Context, tx TTx, msg *mailer.Message
 // raw) is the key that makes a second enqueue of the same message
 // ErrDuplicate. A raw message without either is an error.
 func (o *Outbox[TTx]) EnqueueRaw(ctx context.Context, messageID string, env mailer.Envelope, raw []byte) (*Item, error) {
-	var it *Item
-	var dup error
-	err := o.inTx(ctx, func(_ querier, tx TTx) error {
-		var err error
-		it, err = o.EnqueueRawTx(ctx, tx, messageID, env, raw)
-		if errors.Is(err, ErrDuplicate) {
-			dup = err
-			return nil
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return it, dup
+	return o.ownTx(ctx, func(tx TTx) (*Item, error) { return o.EnqueueRawTx(ctx, tx, messageID, env, raw) })
 }
 
 // EnqueueRawTx is EnqueueRaw inside the caller's transaction.

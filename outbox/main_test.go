@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gomailer/mailer"
+	"github.com/gomailer/mailer/internal/testenv"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -77,26 +78,11 @@ func workerChild() int {
 	return 0
 }
 
-// postgresURL returns the URL of the test cluster that scripts/test-servers
-// starts, or skips the test (fails it under CI=true) without one.
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	url := os.Getenv("MAILER_TEST_POSTGRES_URL")
-	if url == "" {
-		msg := "PostgreSQL is not running (MAILER_TEST_POSTGRES_URL unset): run ./scripts/test (or source the env file of scripts/test-servers start) to test against it"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return url
-}
-
 // pgSchema makes a schema of the test's own in the test cluster, dropped
 // at the end, and returns a URL whose connections use it.
 func pgSchema(t testing.TB) string {
 	t.Helper()
-	base := postgresURL(t)
+	base := testenv.Postgres(t)
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, base)
 	if err != nil {
@@ -136,18 +122,27 @@ func startPostgres(t testing.TB, conn *mailer.Connection, cfg *Config) (*Outbox[
 	if err != nil {
 		t.Fatal(err)
 	}
+	migrateAndStart(t, ob, cfg)
+	return ob, pool, url
+}
+
+// migrateAndStart migrates ob and, unless cfg.InsertOnly, starts its
+// workers until the test ends.
+func migrateAndStart[TTx any](t testing.TB, ob *Outbox[TTx], cfg *Config) {
+	t.Helper()
+	ctx := context.Background()
 	if err := ob.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.InsertOnly {
-		if err := ob.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ob.Stop(ctx)
-		})
+	if cfg.InsertOnly {
+		return
 	}
-	return ob, pool, url
+	if err := ob.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ob.Stop(ctx)
+	})
 }

@@ -57,20 +57,7 @@ func startSQLite(t testing.TB, conn *mailer.Connection, cfg *Config) (*Outbox[*s
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if err := ob.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !cfg.InsertOnly {
-		if err := ob.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ob.Stop(ctx)
-		})
-	}
+	migrateAndStart(t, ob, cfg)
 	return ob, db
 }
 

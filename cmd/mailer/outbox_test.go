@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gomailer/mailer"
+	"github.com/gomailer/mailer/internal/testenv"
 	"github.com/gomailer/mailer/mailertest"
 	"github.com/gomailer/mailer/outbox"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -470,14 +471,7 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 // under CI=true.
 func postgresSchema(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("MAILER_TEST_POSTGRES_URL")
-	if base == "" {
-		msg := "PostgreSQL is not running (MAILER_TEST_POSTGRES_URL unset): run ./scripts/test (or source the env file of scripts/test-servers start) to test against it"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	base := testenv.Postgres(t)
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, base)
 	if err != nil {

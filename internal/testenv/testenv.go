@@ -61,6 +61,14 @@ func lookup(t testing.TB, what string, names ...string) []string {
 	return vals
 }
 
+// Postgres returns the URL of the test PostgreSQL cluster that
+// scripts/test-servers starts (MAILER_TEST_POSTGRES_URL), or skips (fails
+// under CI=true) the test when it is absent.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	return lookup(t, "PostgreSQL", "MAILER_TEST_POSTGRES_URL")[0]
+}
+
 // Postfix returns the Postfix environment, or skips (fails under CI=true)
 // the test when it is absent.
 func Postfix(t testing.TB) *PostfixEnv {
